@@ -1,0 +1,139 @@
+r"""Observation operators with additive Gaussian noise.
+
+An operator maps a state ``x`` of shape ``(d,)`` to ``h(x)`` of shape ``(m,)``; observations
+are :math:`y = h(x) + \eta`, :math:`\eta \sim \mathcal N(0, R)`. All operators expose
+``__call__`` (the noise-free map), ``R``, ``obs_dim``, ``state_dim``, ``jacobian`` and
+``sample(x, key=...)``. :class:`LinearObservation` additionally has the matrix ``H``.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .._validation import check_covariance, check_shape
+
+
+class ObservationOperator(eqx.Module):
+    R: jax.Array
+    state_dim: int = eqx.field(static=True)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.R.shape[0]
+
+    def __call__(self, x):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def jacobian(self, x):
+        """``jax.jacfwd`` of the noise-free map, shape ``(m, d)``."""
+        return jax.jacfwd(self.__call__)(x)
+
+    def sample(self, x, *, key):
+        """``h(x) + eta`` with ``eta ~ N(0, R)``."""
+        chol = jnp.linalg.cholesky(self.R)
+        return self(x) + chol @ jax.random.normal(key, (self.obs_dim,), dtype=x.dtype)
+
+    def log_likelihood(self, y, x):
+        r"""Gaussian :math:`\log \mathcal N(y; h(x), R)`."""
+        r = y - self(x)
+        chol = jnp.linalg.cholesky(self.R)
+        z = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
+        return -0.5 * z @ z - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * self.obs_dim * jnp.log(2 * jnp.pi)
+
+
+def _noise_cov(sigma_or_R, m):
+    R = jnp.asarray(sigma_or_R)
+    if R.ndim == 0:
+        return (R**2) * jnp.eye(m)
+    if R.ndim == 1:
+        return jnp.diag(R**2)
+    return R
+
+
+class LinearObservation(ObservationOperator):
+    r"""Linear observations :math:`y = H x + \eta`, :math:`\eta \sim \mathcal N(0, R)`.
+
+    **Arguments:** ``H`` ``(m, d)``, ``R`` ``(m, m)`` positive definite. Constructors:
+    :meth:`full`, :meth:`partial` (chosen indices), :meth:`every_kth`.
+    """
+
+    H: jax.Array
+
+    def __init__(self, H, R):
+        H = jnp.asarray(H)
+        if H.ndim != 2:
+            raise ValueError(f"H must have shape (m, d), got {H.shape}")
+        check_covariance(R, H.shape[0], "R")
+        self.H = H
+        self.R = jnp.asarray(R)
+        self.state_dim = H.shape[1]
+
+    def __call__(self, x):
+        return self.H @ x
+
+    def jacobian(self, x):
+        return self.H
+
+    @classmethod
+    def full(cls, dim: int, noise):
+        """Observe every component; ``noise`` is a std (scalar), per-component stds or ``R``."""
+        return cls(jnp.eye(dim), _noise_cov(noise, dim))
+
+    @classmethod
+    def partial(cls, indices, dim: int, noise):
+        """Observe the components ``indices`` of a ``dim``-dimensional state."""
+        idx = np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= dim:
+            raise ValueError(f"indices must be a non-empty 1-D array within [0, {dim}), got {indices!r}")
+        H = jnp.eye(dim)[idx]
+        return cls(H, _noise_cov(noise, len(idx)))
+
+    @classmethod
+    def every_kth(cls, dim: int, k: int, noise, offset: int = 0):
+        """Observe components ``offset, offset + k, ...``."""
+        return cls.partial(np.arange(offset, dim, k), dim, noise)
+
+
+_NONLINEAR = {
+    "arctan": jnp.arctan,
+    "cubic": lambda z: z**3,
+    "identity": lambda z: z,
+}
+
+
+class NonlinearObservation(ObservationOperator):
+    r"""Component-wise nonlinear observations :math:`y = g(x_{I}) + \eta`.
+
+    ``g`` is ``"arctan"`` (as in the EnSF papers), ``"cubic"`` or any callable acting
+    element-wise; ``indices`` picks the observed components (default: all).
+    """
+
+    indices: jax.Array
+    fn: Callable = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+
+    def __init__(self, fn, dim: int, noise, indices=None):
+        if isinstance(fn, str):
+            if fn not in _NONLINEAR:
+                raise ValueError(f"unknown nonlinearity {fn!r}; choose from {sorted(_NONLINEAR)} or pass a callable")
+            self.name, self.fn = fn, _NONLINEAR[fn]
+        else:
+            self.name, self.fn = getattr(fn, "__name__", "custom"), fn
+        idx = np.arange(dim) if indices is None else np.asarray(indices)
+        if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= dim:
+            raise ValueError(f"indices must be a non-empty 1-D array within [0, {dim}), got {indices!r}")
+        self.indices = jnp.asarray(idx)
+        self.state_dim = dim
+        R = _noise_cov(noise, len(idx))
+        check_covariance(R, len(idx), "R")
+        self.R = R
+
+    def __call__(self, x):
+        return self.fn(x[self.indices])
+
+
+__all__ = ["ObservationOperator", "LinearObservation", "NonlinearObservation"]
