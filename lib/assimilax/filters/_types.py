@@ -1,0 +1,55 @@
+"""Result types shared by every filter (classical, ensemble, particle, score-based, learned).
+
+Time convention for all filters: the prior (mean/covariance or ensemble) describes the state
+``x_0`` at time 0; for ``t = 1..T`` the filter forecasts through ``steps_per_obs`` model steps
+and then assimilates ``ys[t-1]``. Row ``t-1`` of every time-major output refers to time ``t``,
+aligned with ``Simulation.states`` and ``Simulation.observations``.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+
+
+class GaussianFilterResult(NamedTuple):
+    """Output of Gaussian filters (KF, EKF).
+
+    ``filtered_means`` ``(T, d)``, ``filtered_covs`` ``(T, d, d)``: moments of
+    :math:`p(x_t \\mid y_{1:t})`; ``predicted_means``/``predicted_covs``: moments of
+    :math:`p(x_t \\mid y_{1:t-1})`; ``log_likelihood``: :math:`\\log p(y_{1:T})` (exact for the KF,
+    the linearised approximation for the EKF).
+    """
+
+    filtered_means: jax.Array
+    filtered_covs: jax.Array
+    predicted_means: jax.Array
+    predicted_covs: jax.Array
+    log_likelihood: jax.Array
+
+
+class SmootherResult(NamedTuple):
+    """``smoothed_means`` ``(T, d)`` and ``smoothed_covs`` ``(T, d, d)`` of :math:`p(x_t \\mid y_{1:T})`."""
+
+    smoothed_means: jax.Array
+    smoothed_covs: jax.Array
+
+
+class EnsembleFilterResult(NamedTuple):
+    """Output of ensemble and particle filters (EnKF, ETKF, LETKF, PF, EnSF, SF, learned).
+
+    ``analysis_mean``/``forecast_mean`` ``(T, d)`` (weighted mean for particle filters);
+    ``analysis_spread``/``forecast_spread`` ``(T,)``: square root of the ensemble variance
+    averaged over components; ``ensembles`` ``(T, N, d)`` analysis ensembles (equally weighted;
+    ``None`` when ``store_ensembles=False``); ``ess`` ``(T,)`` effective sample size before
+    resampling (particle filters; ``None`` otherwise); ``log_likelihood`` estimate of
+    :math:`\\log p(y_{1:T})` where the method provides one (else ``None``).
+    """
+
+    analysis_mean: jax.Array
+    analysis_spread: jax.Array
+    forecast_mean: jax.Array
+    forecast_spread: jax.Array
+    ensembles: Optional[jax.Array] = None
+    ess: Optional[jax.Array] = None
+    log_likelihood: Optional[jax.Array] = None
