@@ -1,0 +1,114 @@
+r"""Verification metrics for point estimates and ensembles.
+
+Time-major conventions: a point estimate is ``(T, d)``, an ensemble ``(T, N, d)``, the truth
+``(T, d)``. Functions that reduce over components return one value per time step.
+References: CRPS :cite:`gneiting2007strictly`, rank histograms :cite:`hamill2001interpretation`.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_shape
+
+
+def _pair(estimate, truth):
+    estimate, truth = jnp.asarray(estimate), jnp.asarray(truth)
+    if estimate.shape != truth.shape:
+        raise ValueError(f"estimate and truth must have the same shape, got {estimate.shape} and {truth.shape}")
+    return estimate, truth
+
+
+def rmse(estimate, truth):
+    r"""Root-mean-square error over the last axis: :math:`\sqrt{\tfrac1d \sum_i (\hat x_i - x_i)^2}`.
+
+    ``(T, d), (T, d) -> (T,)`` (or ``(d,), (d,) -> ()``).
+    """
+    estimate, truth = _pair(estimate, truth)
+    return jnp.sqrt(jnp.mean((estimate - truth) ** 2, axis=-1))
+
+
+def spread(ensembles):
+    r"""Ensemble spread :math:`\sqrt{\tfrac1d \sum_i \widehat{\mathrm{Var}}(x_i)}` with the unbiased
+    (``N-1``) variance. ``(T, N, d) -> (T,)``."""
+    ens = jnp.asarray(ensembles)
+    if ens.ndim < 2 or ens.shape[-2] < 2:
+        raise ValueError(f"ensembles must have shape (..., N, d) with N >= 2, got {ens.shape}")
+    return jnp.sqrt(jnp.mean(jnp.var(ens, axis=-2, ddof=1), axis=-1))
+
+
+def _ens_truth(ensembles, truth):
+    ens, truth = jnp.asarray(ensembles), jnp.asarray(truth)
+    if ens.ndim != truth.ndim + 1 or ens.shape[:-2] != truth.shape[:-1] or ens.shape[-1] != truth.shape[-1]:
+        raise ValueError(f"ensembles must have shape (..., N, d) matching truth (..., d); got {ens.shape} and {truth.shape}")
+    return ens, truth
+
+
+def crps_ensemble(ensembles, truth):
+    r"""Continuous ranked probability score of an ensemble, averaged over components.
+
+    Uses the energy form with the unbiased ("fair") second term,
+
+    .. math:: \mathrm{CRPS} = \frac1N \sum_n |x_n - y| - \frac{1}{2N(N-1)} \sum_{n,m} |x_n - x_m| ,
+
+    which equals the CRPS of the ensemble's empirical distribution up to the finite-N correction
+    :cite:`gneiting2007strictly`. ``(T, N, d), (T, d) -> (T,)``. Lower is better; for a point
+    ensemble it reduces to the mean absolute error.
+    """
+    ens, truth = _ens_truth(ensembles, truth)
+    n = ens.shape[-2]
+    term1 = jnp.mean(jnp.abs(ens - truth[..., None, :]), axis=-2)
+    pair = jnp.abs(ens[..., :, None, :] - ens[..., None, :, :])
+    term2 = jnp.sum(pair, axis=(-3, -2)) / (2.0 * n * max(n - 1, 1))
+    return jnp.mean(term1 - term2, axis=-1)
+
+
+def rank_histogram(ensembles, truth):
+    r"""Counts of the rank of the truth among the ``N`` members, pooled over time and components.
+
+    Returns an integer array of length ``N + 1``; a calibrated ensemble gives a flat histogram
+    :cite:`hamill2001interpretation`. Ties are broken at random-free "count strictly below".
+    """
+    ens, truth = _ens_truth(ensembles, truth)
+    n = ens.shape[-2]
+    ranks = jnp.sum(ens < truth[..., None, :], axis=-2).reshape(-1)
+    return jnp.bincount(ranks, length=n + 1)
+
+
+def interval_coverage(ensembles, truth, level: float = 0.9):
+    r"""Fraction of (time, component) pairs whose truth lies in the central ``level`` interval of
+    the ensemble (empirical quantiles). ``(T, N, d), (T, d) -> ()``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    ens, truth = _ens_truth(ensembles, truth)
+    lo = jnp.quantile(ens, (1 - level) / 2, axis=-2)
+    hi = jnp.quantile(ens, 1 - (1 - level) / 2, axis=-2)
+    return jnp.mean((truth >= lo) & (truth <= hi))
+
+
+def gaussian_interval_coverage(means, variances, truth, level: float = 0.9):
+    r"""Coverage of central Gaussian intervals :math:`\mu \pm z_{(1+\ell)/2} \sigma`."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    means, truth = _pair(means, truth)
+    z = jax.scipy.special.ndtri(0.5 + level / 2)
+    return jnp.mean(jnp.abs(truth - means) <= z * jnp.sqrt(jnp.asarray(variances)))
+
+
+def wrap_angle(theta):
+    r"""Wrap angles to :math:`(-\pi, \pi]`."""
+    theta = jnp.asarray(theta)
+    wrapped = jnp.mod(theta + jnp.pi, 2 * jnp.pi) - jnp.pi
+    return jnp.where(wrapped == -jnp.pi, jnp.pi, wrapped)
+
+
+def time_mean(values, burn_in: int = 0):
+    """Mean over the time axis after discarding the first ``burn_in`` entries."""
+    values = jnp.asarray(values)
+    if burn_in >= values.shape[0]:
+        raise ValueError(f"burn_in={burn_in} discards all {values.shape[0]} time steps")
+    return jnp.mean(values[burn_in:], axis=0)
+
+
+__all__ = ["rmse", "spread", "crps_ensemble", "rank_histogram", "interval_coverage",
+           "gaussian_interval_coverage", "wrap_angle", "time_mean"]
