@@ -93,4 +93,7 @@ def linear_gaussian_smoothing_nuts(model, observation, ys, mean0, cov0, *, key, 
                           num_samples=num_samples, num_chains=num_chains, progress_bar=progress_bar)
 
 
-__all__ = ["state_space_model", "smoothing_nuts", "linear_gaussian_smoothing_nuts"]
+from .langford import LangfordPosterior, langford_nuts, langford_window_model  # noqa: E402
+
+__all__ = ["state_space_model", "smoothing_nuts", "linear_gaussian_smoothing_nuts",
+           "LangfordPosterior", "langford_nuts", "langford_window_model"]
