@@ -1,0 +1,90 @@
+"""The committed side-by-side results have the agreed format, and the benchmark module imports
+(and builds its plan) without the peer packages. Runs no peer and no filter."""
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # `benchmarks` is a top-level folder, not part of the library
+
+from benchmarks import _records  # noqa: E402
+
+PEERS_JSON = ROOT / "benchmarks" / "results" / "peers.json"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def _committed():
+    with open(PEERS_JSON) as f:
+        return json.load(f)
+
+
+def test_peers_json_has_required_keys_and_unique_rows():
+    records = _committed()
+    assert isinstance(records, list) and records
+    for r in records:
+        for k in _records.REQUIRED_KEYS:
+            assert k in r, f"{r.get('problem')}/{r.get('method')}/{r.get('library')} lacks {k}"
+        assert isinstance(r["problem"], str) and isinstance(r["method"], str)
+        assert isinstance(r["library"], str) and isinstance(r["dim"], int) and r["dim"] > 0
+        assert isinstance(r["seeds"], list) and r["seeds"]
+    keys = [(r["problem"], r["method"], r["library"], r["dim"]) for r in records]
+    assert len(keys) == len(set(keys))
+
+
+def test_every_peer_row_is_paired_with_assimilax():
+    records = _committed()
+    pairs = _records.pairs(records)
+    peers = [r for r in records if r["library"] != "assimilax"]
+    assert len(pairs) == len(peers), "a peer row has no assimilax row with the same problem/method/dim"
+    for ours, peer in pairs:
+        assert ours["problem"] == peer["problem"] and ours["method"] == peer["method"]
+        assert ours["library"] != peer["library"]
+    problems = {r["problem"] for r in records}
+    # the issue's three problems and six DAPPER methods, plus the KF against dynamax and filterpy
+    assert any("Lorenz-63" in p for p in problems) and any("Lorenz-96" in p for p in problems)
+    libs = {r["library"] for r in records}
+    assert {"assimilax", "dapper", "dynamax", "filterpy"} <= libs
+    dapper_methods = {r["method"] for r in records if r["library"] == "dapper"}
+    assert len(dapper_methods) >= 6
+
+
+def test_results_md_is_generated_from_the_json_and_starts_below_h1():
+    text = RESULTS_MD.read_text()
+    assert not any(line.startswith("# ") for line in text.splitlines()), "RESULTS.md must start at ##"
+    for ours, peer in _records.pairs(_committed()):
+        assert ours["method"] in text
+
+
+def test_append_records_replaces_same_key(tmp_path):
+    path = tmp_path / "r.json"
+    base = dict(problem="p", method="m", dim=3, rmse=1.0, seconds_per_cycle=1e-3, seconds_total=1.0, seeds=[1])
+    _records.append_records([dict(base, library="assimilax"), dict(base, library="peer")], path)
+    merged = _records.append_records([dict(base, library="peer", rmse=2.0),
+                                      dict(base, library="peer", dim=4)], path)
+    assert len(merged) == 3
+    assert [r["rmse"] for r in merged if r["library"] == "peer" and r["dim"] == 3] == [2.0]
+    with pytest.raises(ValueError, match="lacks"):
+        _records.append_records([{"problem": "p"}], path)
+    md = _records.render_markdown(merged)
+    assert "| p | m | 3 | peer |" in md
+
+
+def test_module_imports_without_peers_and_quick_plan_builds(monkeypatch):
+    # make any import of a peer package fail: the module and its plan must not need them
+    for name in ("dapper", "dynamax", "filterpy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    sys.modules.pop("benchmarks.peers", None)
+    peers = importlib.import_module("benchmarks.peers")
+    quick, full = peers.plan(quick=True), peers.plan(quick=False)
+    assert len(full["seeds"]) >= 3 and len(quick["seeds"]) >= 1
+    assert all(full["cycles"][p] >= 1000 for p in full["cycles"])
+    assert quick["kf"]["T"] < full["kf"]["T"] == 10_000
+    methods = {c.method for c in full["cases"]}
+    assert len(methods) == 6 and {c.method for c in quick["cases"]} == methods
+    assert len(quick["cases"]) <= len(full["cases"])
+    jit = {c.method: c.assimilax_kwargs.get("jitter") for c in full["cases"]}
+    # particle_filter's jitter is DAPPER's reg (the N^{-1/(d+4)} bandwidth is applied inside)
+    assert jit["PartFilt(N=800, reg=0.9, NER=0.2)"] == pytest.approx(0.9)
