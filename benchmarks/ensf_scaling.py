@@ -1,0 +1,115 @@
+r"""EnSF seconds per cycle and peak memory for d = 10^3 ... 10^6 (Lorenz-96, arctan observations).
+
+Setting of the EnSF paper and of the PyTorch reference timings in ``shared/ANCHORS.md``: N = 20,
+F = 8, RK4 dt = 0.01, observed every 10 steps, sigma_obs = 0.05, eps_a = 0.5, eps_b = 0.025,
+damping 1 - t, 500 reverse-SDE steps, float32. Each dimension runs in a fresh subprocess so that
+``ru_maxrss`` is the peak resident memory of that size alone.
+
+Usage (book venv)::
+
+    .venv/bin/python -m benchmarks.ensf_scaling [--dims 1000,10000,100000,1000000] [--cycles 5]
+        [--prior-score per_member|mixture] [--no-write]
+
+Records (``problem="lorenz96_arctan"``, ``method="EnSF"``, ``library="assimilax"``) are merged
+into ``benchmarks/results/peers.json`` with :func:`benchmarks._records.append_records`.
+``seconds_total`` includes compilation; ``seconds_per_cycle`` is the warm time of a second run
+divided by the cycles; ``rmse`` is the mean analysis RMSE over the cycles of the warm run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+PYTORCH_ANCHOR = {1000: 0.27, 10000: 2.3, 100000: 22.6, 1000000: 670.0}  # s/cycle, 500 SDE steps
+
+
+def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, seed: int = 0) -> dict:
+    import equinox as eqx
+    import jax
+    import jax.numpy as jnp
+
+    from assimilax.filters.ensf import ensemble_score_filter
+    from assimilax.models import Lorenz96
+
+    class ArctanDiag(eqx.Module):
+        """Arctan of the full state with a diagonal noise variance vector (no dense R at 10^6)."""
+
+        noise_var: jax.Array
+        state_dim: int = eqx.field(static=True)
+
+        @property
+        def obs_dim(self):
+            return self.state_dim
+
+        def __call__(self, x):
+            return jnp.arctan(x)
+
+    sigma = 0.05
+    model = Lorenz96(dim, dt=0.01)
+    obs = ArctanDiag(jnp.full((dim,), sigma**2, jnp.float32), dim)
+    k = jax.random.split(jax.random.PRNGKey(seed), 4)
+    x0 = model.integrate(8.0 + jax.random.normal(k[0], (dim,), jnp.float32), 500)
+
+    @jax.jit
+    def truth(x0, key):
+        def cyc(x, kk):
+            x = model.integrate(x, 10)
+            return x, (x, jnp.arctan(x) + sigma * jax.random.normal(kk, x.shape, x.dtype))
+        return jax.lax.scan(cyc, x0, jax.random.split(key, cycles))[1]
+
+    states, ys = truth(x0, k[1])
+    E0 = x0[None] + jax.random.normal(k[2], (20, dim), jnp.float32)
+    kw = dict(steps_per_obs=10, n_sde_steps=n_sde, prior_score=prior_score, store_ensembles=False)
+    t0 = time.perf_counter()
+    jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
+    total = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
+    warm = time.perf_counter() - t0
+    rmse = jnp.sqrt(jnp.mean((res.analysis_mean - states) ** 2, axis=1))
+    return {
+        "problem": "lorenz96_arctan", "method": "EnSF", "library": "assimilax", "dim": dim,
+        "rmse": float(jnp.mean(rmse)), "rmse_final": float(rmse[-1]), "seconds_per_cycle": warm / cycles,
+        "seconds_total": total, "seeds": [seed], "n_cycles": cycles,
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
+        "config": {"N": 20, "n_sde_steps": n_sde, "eps_a": 0.5, "eps_b": 0.025, "prior_score": prior_score,
+                   "dtype": "float32", "devices": len(jax.devices()), "backend": jax.default_backend()},
+        "pytorch_anchor_seconds_per_cycle": PYTORCH_ANCHOR.get(dim),
+    }
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser()
+    p.add_argument("--dims", default="1000,10000,100000,1000000")
+    p.add_argument("--cycles", type=int, default=5)
+    p.add_argument("--sde-steps", type=int, default=500)
+    p.add_argument("--prior-score", default="mixture")
+    p.add_argument("--no-write", action="store_true")
+    p.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a.single is not None:
+        print(json.dumps(run_one(a.single, a.cycles, a.sde_steps, a.prior_score)))
+        return
+    records = []
+    for d in (int(s) for s in a.dims.split(",")):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.ensf_scaling", "--single", str(d), "--cycles", str(a.cycles),
+                              "--sde-steps", str(a.sde_steps), "--prior-score", a.prior_score],
+                             capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        rec = json.loads(out.stdout.strip().splitlines()[-1])
+        anchor = rec["pytorch_anchor_seconds_per_cycle"]
+        speed = f"  ({anchor / rec['seconds_per_cycle']:.1f}x vs PyTorch anchor)" if anchor else ""
+        print(f"d={d:>8}: {rec['seconds_per_cycle']:.3f} s/cycle, peak {rec['peak_memory_mb']:.0f} MiB, "
+              f"RMSE {rec['rmse']:.3f}{speed}", flush=True)
+        records.append(rec)
+    if not a.no_write:
+        from benchmarks._records import append_records
+        append_records(records)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+r"""Score-based filter (SF) :cite:`bao2024score`: a trained score network represents the prior.
+
+Each cycle: (1) propagate the analysis ensemble through the model; (2) continue training the
+score network :math:`s_\theta(x, t)` by denoising score matching on the forecast ensemble, warm
+started from the previous cycle's network and optimiser state; (3) sample the posterior with
+the reverse-time SDE under the damped posterior score
+
+.. math:: s(x, t\mid y) = s_\theta(x, t) + h(t)\,\nabla_x\log p(y\mid x), \qquad h(t) = 1 - t,
+
+on the schedule of :class:`~assimilax.diffusion.EnSFSDE` (``eps_a``, ``eps_b``). Everything
+(training included) runs inside one ``lax.scan`` over cycles.
+"""
+from __future__ import annotations
+
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import optax
+
+from .._validation import check_ensemble, check_observations, check_positive_int, raise_if_diverged
+from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
+from ..diffusion.networks import MLPScore, batch_score
+from ..diffusion.samplers import euler_maruyama
+from ..diffusion.sde import EnSFSDE
+from ..diffusion.training import fit_steps
+from ..simulate import propagate
+from ._types import EnsembleFilterResult
+
+
+def _spread(E):
+    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
+
+
+def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
+                 eps_a: float = 0.5, eps_b: float = 0.025, n_train_steps: int = 200, batch_size: int = 128,
+                 learning_rate: float = 1e-3, width: int = 64, depth: int = 2, network=None, damping=linear_damping,
+                 store_ensembles: bool = True):
+    r"""Score-based filter :cite:`bao2024score` (see the module docstring).
+
+    **Arguments:** as :func:`~assimilax.filters.ensemble_score_filter`, plus ``n_train_steps``
+    Adam steps per cycle on batches of ``batch_size`` forecast members (``learning_rate``), and
+    either an initial ``network`` (an :class:`~assimilax.diffusion.MLPScore`, e.g. pre-trained on
+    the prior) or ``width``/``depth`` of a fresh one.
+
+    **Returns:** ``(EnsembleFilterResult, network)`` — the result and the network of the last cycle.
+    """
+    if observation.state_dim != model.dim:
+        raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, model has {model.dim}")
+    check_ensemble(ensemble0, model.dim, "ensemble0")
+    check_observations(ys, observation.obs_dim, "ys")
+    for n, name in ((steps_per_obs, "steps_per_obs"), (n_sde_steps, "n_sde_steps"), (n_train_steps, "n_train_steps"),
+                    (batch_size, "batch_size")):
+        check_positive_int(n, name)
+    sde = EnSFSDE(eps_a, eps_b)
+    E0 = jnp.asarray(ensemble0)
+    ys = jnp.asarray(ys, dtype=E0.dtype)
+    key, knet = jax.random.split(key)
+    if network is None:
+        network = MLPScore(model.dim, width=width, depth=depth, sde=sde, key=knet)
+    network = jax.tree_util.tree_map(lambda a: a.astype(E0.dtype) if eqx.is_inexact_array(a) else a, network)
+    optimizer = optax.adam(learning_rate)
+    prec = noise_precision(observation)
+    res, net = _sf(model, observation, ys, E0, key, network, jnp.asarray(prec[0], E0.dtype), sde, prec[1], damping, optimizer,
+                   steps_per_obs, n_sde_steps, n_train_steps, batch_size, store_ensembles)
+    raise_if_diverged(res.analysis_mean, "score_filter")
+    return res, net
+
+
+@eqx.filter_jit
+def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, optimizer, steps_per_obs, n_sde_steps, n_train,
+        batch_size, store):
+    params, static = eqx.partition(network, eqx.is_inexact_array)
+    opt_state = optimizer.init(params)
+
+    def cycle(carry, inp):
+        E, params, opt_state = carry
+        t_idx, y, k = inp
+        kf, kt, k0, ks = jax.random.split(k, 4)
+        t0 = t_idx * steps_per_obs * model.dt
+        if model.noise_cov is None:
+            Ef = jax.vmap(lambda x: model.integrate(x, steps_per_obs, t0))(E)
+        else:
+            Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
+        net = eqx.combine(params, static)
+        net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
+        prior = batch_score(net)
+        lik = gaussian_likelihood_score(observation, y, (prec, diag))
+        score = lambda x, t: prior(x, t) + damping(t) * lik(x)
+        x_T = jax.random.normal(k0, Ef.shape, dtype=Ef.dtype)
+        Ea = euler_maruyama(sde, score, x_T, key=ks, n_steps=n_sde_steps)
+        params = eqx.filter(net, eqx.is_inexact_array)
+        out = (jnp.mean(Ea, 0), _spread(Ea), jnp.mean(Ef, 0), _spread(Ef), Ea if store else None)
+        return (Ea, params, opt_state), out
+
+    T = ys.shape[0]
+    (_, params, _), (am, asp, fm, fsp, ens) = jax.lax.scan(cycle, (E0, params, opt_state), (jnp.arange(T), ys, jax.random.split(key, T)))
+    return EnsembleFilterResult(am, asp, fm, fsp, ens if store else None), eqx.combine(params, static)
+
+
+__all__ = ["score_filter"]
