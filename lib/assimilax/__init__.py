@@ -4,9 +4,9 @@ Importing the library never changes global JAX configuration. Algorithms that ne
 (Kalman covariances, likelihoods) say so in their docstrings; enable it with
 ``jax.config.update("jax_enable_x64", True)`` in your script.
 """
-from . import models, observations
+from . import filters, metrics, models, observations
 from ._validation import FilterDivergenceError
 from .simulate import Simulation, simulate
 
 __version__ = "0.1.0"
-__all__ = ["models", "observations", "simulate", "Simulation", "FilterDivergenceError"]
+__all__ = ["filters", "metrics", "models", "observations", "simulate", "Simulation", "FilterDivergenceError"]

@@ -1,4 +1,24 @@
-"""Filters: Kalman, RTS, EKF, ensemble Kalman (perturbed-obs, ETKF, LETKF), particle filter."""
+"""Filters: Kalman, RTS, EKF, ensemble Kalman (perturbed-obs, ETKF, LETKF), particle filter,
+score-based filters (EnSF, SF). All share the time convention and result types of ``_types``."""
 from ._types import EnsembleFilterResult, GaussianFilterResult, SmootherResult
+from .ekf import extended_kalman_filter
+from .enkf import ensemble_kalman_filter, gaspari_cohn
+from .ensf import ensemble_score_filter
+from .kalman import kalman_filter, rts_smoother
+from .particle import particle_filter, systematic_resample
+from .score_filter import score_filter
 
-__all__ = ["EnsembleFilterResult", "GaussianFilterResult", "SmootherResult"]
+__all__ = [
+    "EnsembleFilterResult",
+    "GaussianFilterResult",
+    "SmootherResult",
+    "kalman_filter",
+    "rts_smoother",
+    "extended_kalman_filter",
+    "ensemble_kalman_filter",
+    "gaspari_cohn",
+    "particle_filter",
+    "systematic_resample",
+    "ensemble_score_filter",
+    "score_filter",
+]

@@ -1,0 +1,185 @@
+r"""The Kalman filter :cite:`kalman1960new` and the Rauch--Tung--Striebel smoother
+:cite:`rauch1965maximum` for linear-Gaussian state-space models.
+
+.. math::
+    x_t = A x_{t-1} + b + \varepsilon_t,\quad \varepsilon_t \sim \mathcal N(0, Q), \qquad
+    y_t = H x_t + \eta_t,\quad \eta_t \sim \mathcal N(0, R), \qquad x_0 \sim \mathcal N(m_0, P_0).
+
+Both run as a private step inside :func:`jax.lax.scan`; covariance updates use the Joseph form
+and Cholesky solves and are re-symmetrised. Use float64
+(``jax.config.update("jax_enable_x64", True)``): in float32 the covariances and the
+log-likelihood lose several digits over long runs.
+"""
+from __future__ import annotations
+
+
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import numpy as np
+
+from .._validation import (
+    check_covariance,
+    check_observations,
+    check_shape,
+    raise_if_diverged,
+)
+from ._types import GaussianFilterResult, SmootherResult
+
+_LOG2PI = float(np.log(2.0 * np.pi))
+
+
+# ----------------------------------------------------------------------------- validation helpers
+def _check_model_observation(model, observation) -> None:
+    """Refuse an observation operator whose state dimension differs from the model's."""
+    if observation.state_dim != model.dim:
+        raise ValueError(
+            f"observation operator expects states of dimension {observation.state_dim}, "
+            f"but the model has dimension {model.dim}"
+        )
+
+
+def _check_gaussian_inputs(model, observation, ys, mean0, cov0):
+    _check_model_observation(model, observation)
+    d = model.dim
+    check_shape(mean0, (d,), "mean0")
+    check_covariance(cov0, d, "cov0")
+    check_observations(ys, observation.obs_dim, "ys")
+
+
+def _sym(P):
+    return 0.5 * (P + P.T)
+
+
+def _gaussian_update(m_pred, P_pred, y, y_pred, H, R):
+    r"""Kalman update given the predicted observation ``y_pred`` and (linearised) ``H``.
+
+    Joseph form :math:`P = (I - KH) P^- (I - KH)^\top + K R K^\top`, gain via a Cholesky solve
+    of :math:`S = H P^- H^\top + R`. Returns the filtered moments and
+    :math:`\log \mathcal N(y; \hat y, S)`.
+    """
+    d = m_pred.shape[0]
+    S = _sym(H @ P_pred @ H.T + R)
+    L = jnp.linalg.cholesky(S)
+    PHt = P_pred @ H.T
+    K = jsl.cho_solve((L, True), PHt.T).T  # P H^T S^{-1}
+    r = y - y_pred
+    m = m_pred + K @ r
+    IKH = jnp.eye(d, dtype=P_pred.dtype) - K @ H
+    P = _sym(IKH @ P_pred @ IKH.T + K @ R @ K.T)
+    z = jsl.solve_triangular(L, r, lower=True)
+    ll = -0.5 * (z @ z) - jnp.sum(jnp.log(jnp.diag(L))) - 0.5 * r.shape[0] * _LOG2PI
+    return m, P, ll
+
+
+# ----------------------------------------------------------------------------- Kalman filter
+def kalman_filter(model, observation, ys, mean0, cov0) -> GaussianFilterResult:
+    r"""Exact filtering in a linear-Gaussian state-space model :cite:`kalman1960new`.
+
+    For :math:`t = 1..T` (prior :math:`\mathcal N(m_0, P_0)` on :math:`x_0`):
+
+    .. math::
+        m_t^- &= A m_{t-1} + b, \qquad P_t^- = A P_{t-1} A^\top + Q,\\
+        S_t &= H P_t^- H^\top + R, \qquad K_t = P_t^- H^\top S_t^{-1},\\
+        m_t &= m_t^- + K_t (y_t - H m_t^-),\qquad
+        P_t = (I - K_t H) P_t^- (I - K_t H)^\top + K_t R K_t^\top,
+
+    and the exact marginal log-likelihood
+    :math:`\log p(y_{1:T}) = \sum_t \log \mathcal N(y_t; H m_t^-, S_t)`.
+
+    Use float64 (``jax_enable_x64``); the function itself never changes JAX's configuration.
+
+    **Arguments:**
+
+    - ``model``: :class:`~assimilax.models.LinearGaussian` (``A`` ``(d, d)``, ``b``, ``Q``).
+    - ``observation``: :class:`~assimilax.observations.LinearObservation` (``H`` ``(m, d)``, ``R``).
+    - ``ys``: observations ``(T, m)``; ``ys[t-1]`` observes :math:`x_t`.
+    - ``mean0`` ``(d,)``, ``cov0`` ``(d, d)`` positive definite: prior on :math:`x_0`.
+
+    **Returns:** :class:`~assimilax.filters.GaussianFilterResult` with ``(T, d)`` means,
+    ``(T, d, d)`` covariances and the scalar log-likelihood.
+
+    Raises ``ValueError`` on bad input (before compilation) and
+    :class:`~assimilax.FilterDivergenceError` if the output is not finite.
+    """
+    if not hasattr(model, "A"):
+        raise ValueError(f"kalman_filter needs a LinearGaussian model (with A, b, Q), got {type(model).__name__}")
+    if not hasattr(observation, "H"):
+        raise ValueError(f"kalman_filter needs a LinearObservation (with H), got {type(observation).__name__}")
+    _check_gaussian_inputs(model, observation, ys, mean0, cov0)
+    res = _kalman_filter(model, observation, jnp.asarray(ys), jnp.asarray(mean0), jnp.asarray(cov0))
+    raise_if_diverged(res.filtered_means, "kalman_filter")
+    return res
+
+
+@jax.jit
+def _kalman_filter(model, observation, ys, mean0, cov0):
+    A, b, Q = model.A, model.b, model.noise_cov
+    H, R = observation.H, observation.R
+
+    def step(carry, y):
+        m, P, ll = carry
+        m_pred = A @ m + b
+        P_pred = _sym(A @ P @ A.T + Q)
+        m_f, P_f, ll_t = _gaussian_update(m_pred, P_pred, y, H @ m_pred, H, R)
+        return (m_f, P_f, ll + ll_t), (m_f, P_f, m_pred, P_pred)
+
+    ll0 = jnp.zeros((), dtype=jnp.result_type(mean0.dtype, ys.dtype))
+    (_, _, ll), (mf, Pf, mp, Pp) = jax.lax.scan(step, (mean0, cov0, ll0), ys)
+    return GaussianFilterResult(mf, Pf, mp, Pp, ll)
+
+
+# ----------------------------------------------------------------------------- RTS smoother
+def rts_smoother(model, filter_result: GaussianFilterResult) -> SmootherResult:
+    r"""Rauch--Tung--Striebel smoother :cite:`rauch1965maximum` on a Kalman filter's output.
+
+    Backward from :math:`m^s_T = m_T`, :math:`P^s_T = P_T`:
+
+    .. math::
+        G_t = P_t A^\top (P_{t+1}^-)^{-1},\quad
+        m^s_t = m_t + G_t (m^s_{t+1} - m^-_{t+1}),\quad
+        P^s_t = P_t + G_t (P^s_{t+1} - P^-_{t+1}) G_t^\top,
+
+    with :math:`G_t` from a Cholesky solve. Gives the moments of :math:`p(x_t \mid y_{1:T})`
+    for :math:`t = 1..T` (the rows of the filter output). float64 recommended.
+
+    **Arguments:** ``model`` the :class:`~assimilax.models.LinearGaussian` used by
+    :func:`kalman_filter`; ``filter_result`` its :class:`GaussianFilterResult`.
+
+    **Returns:** :class:`~assimilax.filters.SmootherResult` (``(T, d)``, ``(T, d, d)``).
+    """
+    if not hasattr(model, "A"):
+        raise ValueError(f"rts_smoother needs a LinearGaussian model (with A), got {type(model).__name__}")
+    d = model.dim
+    mf, Pf, mp, Pp, _ = filter_result
+    check_shape(mf, (None, d), "filter_result.filtered_means")
+    T = np.shape(mf)[0]
+    check_shape(Pf, (T, d, d), "filter_result.filtered_covs")
+    check_shape(mp, (T, d), "filter_result.predicted_means")
+    check_shape(Pp, (T, d, d), "filter_result.predicted_covs")
+    res = _rts_smoother(model, mf, Pf, mp, Pp)
+    raise_if_diverged(res.smoothed_means, "rts_smoother")
+    return res
+
+
+@jax.jit
+def _rts_smoother(model, mf, Pf, mp, Pp):
+    A = model.A
+
+    def step(carry, inp):
+        ms_next, Ps_next = carry
+        m_f, P_f, m_p_next, P_p_next = inp
+        L = jnp.linalg.cholesky(_sym(P_p_next))
+        G = jsl.cho_solve((L, True), A @ P_f).T  # P_f A^T (P^-_{t+1})^{-1}
+        ms = m_f + G @ (ms_next - m_p_next)
+        Ps = _sym(P_f + G @ (Ps_next - P_p_next) @ G.T)
+        return (ms, Ps), (ms, Ps)
+
+    inputs = (mf[:-1], Pf[:-1], mp[1:], Pp[1:])
+    _, (ms, Ps) = jax.lax.scan(step, (mf[-1], Pf[-1]), inputs, reverse=True)
+    ms = jnp.concatenate([ms, mf[-1:]], axis=0)
+    Ps = jnp.concatenate([Ps, Pf[-1:]], axis=0)
+    return SmootherResult(ms, Ps)
+
+
+__all__ = ["kalman_filter", "rts_smoother"]

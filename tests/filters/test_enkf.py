@@ -1,0 +1,210 @@
+"""Ensemble Kalman filters against closed forms: one ETKF/LETKF analysis from an ensemble with
+prescribed sample moments equals the Kalman update exactly; the stochastic EnKF converges to the
+Kalman filter like N^{-1/2}; ETKF/LETKF track Lorenz-96 (Sakov & Oke 2008 setting)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from assimilax import simulate
+from assimilax.filters import ensemble_kalman_filter, gaspari_cohn, kalman_filter
+from assimilax.models import DynamicalModel, LinearGaussian, Lorenz96
+from assimilax.observations import LinearObservation, NonlinearObservation
+
+
+class DeterministicLinear(DynamicalModel):
+    """x -> A x without model noise (so the forecast ensemble has exactly known moments)."""
+
+    A: jax.Array = None
+
+    @property
+    def dim(self):
+        return self.A.shape[0]
+
+    def step(self, x, t=0.0):
+        return self.A @ x
+
+
+def _ensemble_with_moments(rng, m, P, N):
+    """Ensemble (N, d) whose sample mean is m and sample covariance (ddof=1) is P, exactly."""
+    d = len(m)
+    Z = rng.standard_normal((N, d))
+    Z -= Z.mean(axis=0)
+    U, _ = np.linalg.qr(Z)  # orthonormal columns, orthogonal to the ones vector
+    return m[None, :] + np.sqrt(N - 1) * U @ np.linalg.cholesky(P).T
+
+
+def _kalman_update(m, P, H, R, y):
+    K = P @ H.T @ np.linalg.inv(H @ P @ H.T + R)
+    return m + K @ (y - H @ m), (np.eye(len(m)) - K @ H) @ P
+
+
+def _problem(seed=0, d=4, m=3, N=9):
+    rng = np.random.default_rng(seed)
+    A = np.eye(d) + 0.3 * rng.standard_normal((d, d)) / np.sqrt(d)
+    W = rng.standard_normal((d, d))
+    P = W @ W.T / d + 0.3 * np.eye(d)
+    mu = rng.standard_normal(d)
+    H = rng.standard_normal((m, d))
+    V = rng.standard_normal((m, m))
+    R = V @ V.T / m + 0.5 * np.eye(m)
+    y = rng.standard_normal(m)
+    E0 = _ensemble_with_moments(rng, mu, P, N)
+    return A, P, mu, H, R, y, E0
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+@pytest.mark.parametrize("inflation", [1.0, 1.1])
+def test_one_etkf_analysis_equals_kalman_update(rotate, inflation):
+    A, P, mu, H, R, y, E0 = _problem()
+    model, obs = DeterministicLinear(A=jnp.asarray(A)), LinearObservation(H, R)
+    res = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), inflation=inflation, rotate=rotate)
+    mf, Pf = A @ mu, inflation**2 * A @ P @ A.T  # inflation multiplies anomalies
+    ma, Pa = _kalman_update(mf, Pf, H, R, y)
+    Ea = np.asarray(res.ensembles[0])
+    np.testing.assert_allclose(Ea.mean(axis=0), ma, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.cov(Ea.T), Pa, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(res.forecast_mean[0]), mf, rtol=1e-10)
+    np.testing.assert_allclose(float(res.forecast_spread[0]), np.sqrt(np.mean(np.diag(Pf))), rtol=1e-10)
+    np.testing.assert_allclose(float(res.analysis_spread[0]), np.sqrt(np.mean(np.diag(Pa))), rtol=1e-9)
+
+
+def test_rotation_changes_members_but_not_moments():
+    A, P, mu, H, R, y, E0 = _problem(seed=3)
+    model, obs = DeterministicLinear(A=jnp.asarray(A)), LinearObservation(H, R)
+    kw = dict(key=jax.random.PRNGKey(1))
+    E_plain = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, **kw).ensembles[0])
+    E_rot = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, rotate=True, **kw).ensembles[0])
+    assert np.max(np.abs(E_plain - E_rot)) > 1e-3
+    np.testing.assert_allclose(E_rot.mean(0), E_plain.mean(0), rtol=1e-10)
+
+
+def test_letkf_with_huge_radius_equals_etkf_and_kalman():
+    d = 6
+    rng = np.random.default_rng(5)
+    A, P, mu, _, _, _, E0 = _problem(seed=5, d=d, m=3, N=9)
+    obs = LinearObservation.every_kth(d, 2, np.array([0.7, 1.0, 1.3]))
+    y = rng.standard_normal(3)
+    model = DeterministicLinear(A=jnp.asarray(A))
+    res = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), localization_radius=1e9)
+    ma, Pa = _kalman_update(A @ mu, A @ P @ A.T, np.asarray(obs.H), np.asarray(obs.R), y)
+    Ea = np.asarray(res.ensembles[0])
+    np.testing.assert_allclose(Ea.mean(axis=0), ma, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(np.cov(Ea.T), Pa, rtol=1e-8, atol=1e-11)
+
+
+def test_letkf_local_update_uses_only_nearby_observations():
+    # one observation at site 0 of a 20-site ring, radius 1: sites farther than 2 * 1.82 are untouched
+    d, N = 20, 6
+    rng = np.random.default_rng(0)
+    E0 = rng.standard_normal((N, d))
+    obs = LinearObservation.partial([0], d, 0.5)
+    model = DeterministicLinear(A=jnp.eye(d))
+    res = ensemble_kalman_filter(model, obs, np.array([[3.0]]), E0, key=jax.random.PRNGKey(0), localization_radius=1.0)
+    Ea = np.asarray(res.ensembles[0])
+    far = [i for i in range(d) if min(i, d - i) > 2 * 1.82]
+    np.testing.assert_allclose(Ea[:, far], E0[:, far], rtol=1e-12)
+    assert np.max(np.abs(Ea[:, 0] - E0[:, 0])) > 1e-2
+    assert np.max(np.abs(Ea[:, d - 1] - E0[:, d - 1])) > 1e-3  # periodic neighbour is updated
+
+
+def _gc_reference(r, c):
+    z = abs(r) / c
+    if z <= 1:
+        return -0.25 * z**5 + 0.5 * z**4 + 0.625 * z**3 - 5 / 3 * z**2 + 1
+    if z <= 2:
+        return z**5 / 12 - 0.5 * z**4 + 0.625 * z**3 + 5 / 3 * z**2 - 5 * z + 4 - 2 / (3 * z)
+    return 0.0
+
+
+def test_gaspari_cohn_matches_formula_and_dapper_radius_convention():
+    r = np.linspace(0, 10, 201)
+    got = np.asarray(gaspari_cohn(jnp.asarray(r), 2.0))
+    np.testing.assert_allclose(got, [_gc_reference(x, 1.82 * 2.0) for x in r], atol=1e-12)
+    assert abs(float(gaspari_cohn(2.0, 2.0)) - np.exp(-0.5)) < 0.05  # ~e^{-1/2} at the radius
+    assert float(gaspari_cohn(2 * 1.82 * 2.0 + 1e-9, 2.0)) == 0.0
+
+
+def _linear_gaussian_problem(T=10):
+    A = np.array([[0.9, 0.2], [-0.1, 0.8]])
+    Q = 0.1 * np.eye(2)
+    model = LinearGaussian(A, Q)
+    obs = LinearObservation(np.array([[1.0, 0.5]]), np.array([[0.3]]))
+    sim = simulate(model, obs, np.zeros(2), T, key=jax.random.PRNGKey(42))
+    m0, P0 = np.array([0.5, -0.5]), np.eye(2)
+    kf = kalman_filter(model, obs, sim.observations, m0, P0)
+    return model, obs, sim.observations, m0, P0, kf
+
+
+def _slope(Ns, errs):
+    return np.polyfit(np.log(Ns), np.log(errs), 1)[0]
+
+
+def test_pertobs_enkf_converges_to_kalman_like_inverse_sqrt_n():
+    model, obs, ys, m0, P0, kf = _linear_gaussian_problem()
+    L0 = np.linalg.cholesky(P0)
+    Ns, errs = [50, 400, 3200], []
+    keys = jax.random.split(jax.random.PRNGKey(0), 16)
+    for N in Ns:
+        def run(k):
+            k0, k1 = jax.random.split(k)
+            E0 = m0[None] + jax.random.normal(k0, (N, 2)) @ L0.T
+            return ensemble_kalman_filter(model, obs, ys, E0, key=k1, method="pertobs", store_ensembles=False).analysis_mean
+        means = jax.vmap(run)(keys)
+        errs.append(float(jnp.sqrt(jnp.mean((means - kf.filtered_means[None]) ** 2))))
+    s = _slope(Ns, errs)
+    assert -0.75 <= s <= -0.3, (s, errs)
+    assert errs[-1] < 0.05
+
+
+def test_same_key_same_result_and_jit_vmap_over_keys():
+    model, obs, ys, m0, P0, _ = _linear_gaussian_problem()
+    E0 = m0[None] + np.random.default_rng(0).standard_normal((20, 2))
+    for method in ["sqrt", "pertobs"]:
+        kw = dict(method=method, rotate=method == "sqrt")
+        a = ensemble_kalman_filter(model, obs, ys, E0, key=jax.random.PRNGKey(3), **kw)
+        b = ensemble_kalman_filter(model, obs, ys, E0, key=jax.random.PRNGKey(3), **kw)
+        c = ensemble_kalman_filter(model, obs, ys, E0, key=jax.random.PRNGKey(4), **kw)
+        np.testing.assert_array_equal(np.asarray(a.ensembles), np.asarray(b.ensembles))
+        assert np.max(np.abs(np.asarray(a.ensembles) - np.asarray(c.ensembles))) > 1e-6
+        f = jax.jit(jax.vmap(lambda k: ensemble_kalman_filter(model, obs, ys, E0, key=k, **kw).analysis_mean))
+        out = f(jax.random.split(jax.random.PRNGKey(3), 4))
+        assert out.shape == (4,) + ys.shape[:1] + (2,)
+        assert np.all(np.isfinite(np.asarray(out)))
+
+
+def test_nonlinear_observation_ensemble_runs():
+    model, _, _, m0, _, _ = _linear_gaussian_problem()
+    obs = NonlinearObservation("cubic", 2, 0.5, indices=[0])
+    sim = simulate(model, obs, np.zeros(2), 8, key=jax.random.PRNGKey(1))
+    E0 = m0[None] + np.random.default_rng(1).standard_normal((30, 2))
+    res = ensemble_kalman_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(0), localization_radius=1.0)
+    assert res.analysis_mean.shape == (8, 2)
+
+
+@pytest.fixture(scope="module")
+def l96_problem():
+    model = Lorenz96(40)
+    obs = LinearObservation.full(40, 1.0)
+    x0 = 8.0 + 0.01 * jax.random.normal(jax.random.PRNGKey(0), (40,))
+    sim = simulate(model, obs, x0, 300, key=jax.random.PRNGKey(1), burn_in=2000)
+    E0 = sim.x0[None] + jax.random.normal(jax.random.PRNGKey(2), (28, 40))
+    return model, obs, sim, E0
+
+
+def test_etkf_lorenz96_sakov_oke_2008(l96_problem):
+    # DAPPER mods/Lorenz96/sakov2008: EnKF('Sqrt', N=28, infl=1.02, rot=True) -> RMSE 0.18
+    model, obs, sim, E0 = l96_problem
+    res = ensemble_kalman_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3),
+                                 inflation=1.02, rotate=True, store_ensembles=False)
+    rmse = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2, axis=1))[100:].mean()
+    assert rmse < 0.3, rmse
+
+
+def test_letkf_lorenz96_sakov_oke_2008(l96_problem):
+    # DAPPER: LETKF(N=7, rot=True, infl=1.04, loc_rad=4) -> RMSE 0.22
+    model, obs, sim, E0 = l96_problem
+    res = ensemble_kalman_filter(model, obs, sim.observations, E0[:7], key=jax.random.PRNGKey(3),
+                                 inflation=1.04, rotate=True, localization_radius=4.0, store_ensembles=False)
+    rmse = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2, axis=1))[100:].mean()
+    assert rmse < 0.35, rmse
