@@ -53,3 +53,20 @@ def test_bad_inputs_are_refused():
         LinearObservation.partial([5], 3, 1.0)
     with pytest.raises(ValueError, match="unknown nonlinearity"):
         NonlinearObservation("sine", 3, 1.0)
+
+
+def test_diagonal_noise_is_stored_as_a_vector_and_agrees_with_dense_R():
+    big = NonlinearObservation("arctan", 10**6, 0.05)
+    assert big.R_full is None and big.noise_var.shape == (10**6,)
+    y = big.sample(jnp.zeros(10**6), key=jax.random.PRNGKey(0))
+    assert abs(float(jnp.std(y)) - 0.05) < 1e-3
+    diag = NonlinearObservation("cubic", 3, [0.1, 0.2, 0.3])
+    dense = NonlinearObservation("cubic", 3, jnp.diag(jnp.array([0.1, 0.2, 0.3]) ** 2))
+    assert dense.noise_var is None
+    np.testing.assert_allclose(diag.R, dense.R)
+    x, yy = jnp.array([0.1, -0.2, 0.3]), jnp.array([0.0, 0.1, 0.0])
+    np.testing.assert_allclose(diag.log_likelihood(yy, x), dense.log_likelihood(yy, x), rtol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        NonlinearObservation("arctan", 3, 0.0)
+    with pytest.raises(ValueError, match=r"shape \(3,\), got \(2,\)"):
+        NonlinearObservation("arctan", 3, [0.1, 0.2])

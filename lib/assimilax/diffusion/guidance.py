@@ -39,7 +39,7 @@ def no_damping(t):
 def noise_precision(observation):
     r"""``(prec, diagonal)``: the noise precision as a vector ``(m,)`` when ``R`` is diagonal
     (or the operator carries ``noise_var``), else the matrix :math:`R^{-1}` ``(m, m)``."""
-    if hasattr(observation, "noise_var"):
+    if getattr(observation, "noise_var", None) is not None:
         return 1.0 / jnp.asarray(observation.noise_var), True
     R = observation.R
     if is_concrete(R):

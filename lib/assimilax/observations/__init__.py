@@ -7,23 +7,34 @@ are :math:`y = h(x) + \eta`, :math:`\eta \sim \mathcal N(0, R)`. All operators e
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._validation import check_covariance, check_shape
+from .._validation import check_covariance, check_shape, is_concrete
 
 
 class ObservationOperator(eqx.Module):
-    R: jax.Array
+    """Base class. The noise covariance is stored either as a full matrix (``R_full``) or, for
+    independent components, as the vector of variances ``noise_var`` ``(m,)`` only: the dense
+    ``R`` is then built on demand, so an operator on a state of a million components costs
+    ``O(m)`` memory. Algorithms that can exploit a diagonal ``R`` test ``noise_var is not None``."""
+
+    noise_var: Optional[jax.Array]
+    R_full: Optional[jax.Array]
     state_dim: int = eqx.field(static=True)
 
     @property
+    def R(self):
+        """The ``(m, m)`` noise covariance (built from ``noise_var`` when diagonal)."""
+        return jnp.diag(self.noise_var) if self.R_full is None else self.R_full
+
+    @property
     def obs_dim(self) -> int:
-        return self.R.shape[0]
+        return (self.noise_var if self.R_full is None else self.R_full).shape[0]
 
     def __call__(self, x):  # pragma: no cover - abstract
         raise NotImplementedError
@@ -34,24 +45,41 @@ class ObservationOperator(eqx.Module):
 
     def sample(self, x, *, key):
         """``h(x) + eta`` with ``eta ~ N(0, R)``."""
-        chol = jnp.linalg.cholesky(self.R)
-        return self(x) + chol @ jax.random.normal(key, (self.obs_dim,), dtype=x.dtype)
+        z = jax.random.normal(key, (self.obs_dim,), dtype=x.dtype)
+        if self.R_full is None:
+            return self(x) + jnp.sqrt(self.noise_var).astype(x.dtype) * z
+        return self(x) + jnp.linalg.cholesky(self.R_full) @ z
 
     def log_likelihood(self, y, x):
         r"""Gaussian :math:`\log \mathcal N(y; h(x), R)`."""
         r = y - self(x)
-        chol = jnp.linalg.cholesky(self.R)
+        if self.R_full is None:
+            return -0.5 * jnp.sum(r**2 / self.noise_var + jnp.log(2 * jnp.pi * self.noise_var))
+        chol = jnp.linalg.cholesky(self.R_full)
         z = jax.scipy.linalg.solve_triangular(chol, r, lower=True)
         return -0.5 * z @ z - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * self.obs_dim * jnp.log(2 * jnp.pi)
 
 
+def _noise(noise, m: int, name: str = "R"):
+    """``(noise_var, R_full)`` from a std (scalar), per-component stds ``(m,)`` or a matrix ``(m, m)``."""
+    arr = jnp.asarray(noise)
+    if arr.ndim == 0:
+        var = jnp.full((m,), arr**2)
+    elif arr.ndim == 1:
+        check_shape(arr, (m,), "noise (per-component standard deviations)")
+        var = arr**2
+    else:
+        check_covariance(arr, m, name)
+        return None, arr
+    if is_concrete(var) and not bool(jnp.all(var > 0)):
+        raise ValueError("noise standard deviations must be positive")
+    return var, None
+
+
 def _noise_cov(sigma_or_R, m):
-    R = jnp.asarray(sigma_or_R)
-    if R.ndim == 0:
-        return (R**2) * jnp.eye(m)
-    if R.ndim == 1:
-        return jnp.diag(R**2)
-    return R
+    """Dense ``R`` from a std, per-component stds or a matrix (kept for callers that need it)."""
+    var, full = _noise(sigma_or_R, m)
+    return jnp.diag(var) if full is None else full
 
 
 class LinearObservation(ObservationOperator):
@@ -69,7 +97,7 @@ class LinearObservation(ObservationOperator):
             raise ValueError(f"H must have shape (m, d), got {H.shape}")
         check_covariance(R, H.shape[0], "R")
         self.H = H
-        self.R = jnp.asarray(R)
+        self.noise_var, self.R_full = None, jnp.asarray(R)
         self.state_dim = H.shape[1]
 
     def __call__(self, x):
@@ -109,12 +137,15 @@ class NonlinearObservation(ObservationOperator):
     r"""Component-wise nonlinear observations :math:`y = g(x_{I}) + \eta`.
 
     ``g`` is ``"arctan"`` (as in the EnSF papers), ``"cubic"`` or any callable acting
-    element-wise; ``indices`` picks the observed components (default: all).
+    element-wise; ``indices`` picks the observed components (default: all). ``noise`` is a
+    standard deviation (scalar), per-component standard deviations ``(m,)`` -- both stored as
+    ``noise_var`` only, ``O(m)`` memory -- or a full ``R`` ``(m, m)``.
     """
 
     indices: jax.Array
     fn: Callable = eqx.field(static=True)
     name: str = eqx.field(static=True)
+    all_components: bool = eqx.field(static=True)
 
     def __init__(self, fn, dim: int, noise, indices=None):
         if isinstance(fn, str):
@@ -127,13 +158,12 @@ class NonlinearObservation(ObservationOperator):
         if idx.ndim != 1 or idx.size == 0 or idx.min() < 0 or idx.max() >= dim:
             raise ValueError(f"indices must be a non-empty 1-D array within [0, {dim}), got {indices!r}")
         self.indices = jnp.asarray(idx)
+        self.all_components = indices is None
         self.state_dim = dim
-        R = _noise_cov(noise, len(idx))
-        check_covariance(R, len(idx), "R")
-        self.R = R
+        self.noise_var, self.R_full = _noise(noise, len(idx))
 
     def __call__(self, x):
-        return self.fn(x[self.indices])
+        return self.fn(x if self.all_components else x[..., self.indices])
 
 
 __all__ = ["ObservationOperator", "LinearObservation", "NonlinearObservation"]

@@ -28,7 +28,7 @@ import jax.numpy as jnp
 
 from ..models._base import DynamicalModel
 from ..models.langford import AugmentedLangford
-from ..observations import LinearObservation, ObservationOperator, _noise_cov
+from ..observations import LinearObservation, ObservationOperator, _noise, _noise_cov
 from .._validation import check_covariance, check_observations, check_positive_int, check_shape
 from ._types import TrackingEstimate
 
@@ -67,9 +67,7 @@ class PolarObservation(ObservationOperator):
     """
 
     def __init__(self, noise, state_dim: int = 3):
-        R = _noise_cov(noise, 2)
-        check_covariance(R, 2, "R")
-        self.R = R
+        self.noise_var, self.R_full = _noise(noise, 2)
         self.state_dim = state_dim
 
     def __call__(self, x):
