@@ -86,11 +86,13 @@ def test_kalman_and_rts_equal_dense_gaussian(d, m, T, seed):
         np.testing.assert_allclose(np.asarray(sm.smoothed_covs[t]), Ps[blk, blk], rtol=1e-8, atol=1e-10)
 
 
-def test_filtered_moments_at_every_time_match_dense_conditioning():
+@pytest.mark.parametrize("joseph", [False, True])
+def test_filtered_moments_at_every_time_match_dense_conditioning(joseph):
     d, m, T = 3, 2, 6
     A, b, Q, H, R, m0, P0, ys = _random_system(7, d, m, T)
     model = LinearGaussian(jnp.asarray(A), jnp.asarray(Q), jnp.asarray(b))
-    res = kalman_filter(model, LinearObservation(jnp.asarray(H), jnp.asarray(R)), jnp.asarray(ys), jnp.asarray(m0), jnp.asarray(P0))
+    res = kalman_filter(model, LinearObservation(jnp.asarray(H), jnp.asarray(R)), jnp.asarray(ys), jnp.asarray(m0),
+                        jnp.asarray(P0), joseph=joseph)
     mux, Cx, muy, Cy, Cxy = _dense_joint(A, b, Q, H, R, m0, P0, T)
     for t in range(T):
         sx, sy = slice(t * d, (t + 1) * d), slice(0, (t + 1) * m)
