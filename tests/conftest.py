@@ -17,3 +17,53 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("assimilax", max_examples=15, deadline=None, derandomize=True)
 settings.load_profile("assimilax")
+
+
+# ---------------------------------------------------------------------------------------------
+# The executed book, built once per test session and shared by tests/test_chapters.py (build,
+# pages, cell errors) and tests/test_rendered_pages.py (headless browser).
+import shutil  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import NamedTuple  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+class BookBuild(NamedTuple):
+    returncode: int
+    log: str
+    html_dir: Path
+    seconds: float
+
+
+@pytest.fixture(scope="session")
+def book_build() -> BookBuild:
+    """``jupyter-book build . --builder html -n -W --keep-going`` from a clean ``_build``
+    (exactly what ``make book`` runs), with the venv's jupyter-book next to ``sys.executable``."""
+    jb = Path(sys.executable).with_name("jupyter-book")
+    if not jb.exists():
+        pytest.fail(f"jupyter-book not found next to {sys.executable}; run `make install`")
+    build = REPO_ROOT / "_build"
+    shutil.rmtree(build, ignore_errors=True)
+    env = dict(os.environ)
+    # This conftest forces 4 host devices for the sharding tests; chapters run as `make book` does.
+    flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=4", "").strip()
+    if flags:
+        env["XLA_FLAGS"] = flags
+    else:
+        env.pop("XLA_FLAGS", None)
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [str(jb), "build", ".", "--builder", "html", "-n", "-W", "--keep-going"],
+        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600,
+    )
+    seconds = time.perf_counter() - t0
+    log = proc.stdout + "\n" + proc.stderr
+    build.mkdir(exist_ok=True)
+    (build / "jupyter-book-build.log").write_text(log)
+    return BookBuild(proc.returncode, log, build / "html", seconds)

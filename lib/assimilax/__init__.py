@@ -7,6 +7,8 @@ Importing the library never changes global JAX configuration. Algorithms that ne
 from . import filters, metrics, models, observations
 from ._validation import FilterDivergenceError
 from .simulate import Simulation, simulate
+from . import learned  # noqa: E402  (after filters: the learned driver returns their result type)
+from .learned import learned_filter  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["filters", "metrics", "models", "observations", "simulate", "Simulation", "FilterDivergenceError"]
+__all__ = ["filters", "metrics", "models", "observations", "learned", "learned_filter", "simulate", "Simulation", "FilterDivergenceError"]

@@ -1,0 +1,136 @@
+r"""The cycling driver of the learned analysis (11/13/25 and 12/5/25 notes).
+
+For each ensemble member :math:`i` and each time :math:`t = 1..T`,
+
+.. math::
+    u^{F,i}_t = F(u^{A,i}_{t-1}), \qquad
+    \tilde u^i_t = T(u^{F,i}_t, y_t), \qquad
+    u^{A,i}_t = \tilde u^i_t + r^i_t, \quad r^i_t \sim p_\phi(r \mid y_t, \tilde u^i_t),
+
+vmapped over members under one :func:`jax.lax.scan`. ``F`` is a learned forward model or the
+true :class:`~assimilax.models.DynamicalModel` (wrapped in
+:class:`~assimilax.learned.ModelForward`); ``T`` any analysis operator; ``p_\phi`` a
+:class:`~assimilax.learned.ResidualDiffusion` or ``None`` (deterministic analysis). The
+ablations of the chapter are configurations of this one driver:
+
+* two-stage: ``analysis=T_psi, residual=p_phi``;
+* :math:`T_\psi` only: ``residual=None``;
+* one-stage conditional diffusion: ``analysis=ForecastAnalysis()`` and a residual model trained
+  on :math:`u^{ref} - u^F` conditioned on :math:`(y, u^F)`;
+* true forward model: ``forward=model``.
+
+The result is an :class:`~assimilax.filters.EnsembleFilterResult`, the type of every ensemble
+filter in :mod:`assimilax.filters`, with the same time convention.
+"""
+from __future__ import annotations
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from .._validation import check_finite, check_observations, check_positive_int, check_shape, raise_if_diverged
+from ..filters._types import EnsembleFilterResult
+from .analysis import residual_condition
+from .forward import ModelForward, as_forward
+
+
+def _spread(E):
+    if E.shape[0] < 2:
+        return jnp.zeros((), E.dtype)
+    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
+
+
+def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residual=None, n_members: int | None = None,
+                   steps_per_obs: int = 1, model_noise: bool = False, store_ensembles: bool = True,
+                   residual_steps: int | None = None, cycle_mean: bool = False) -> EnsembleFilterResult:
+    r"""Cycle a forward model and a (learned) analysis through the observations.
+
+    **Arguments:**
+
+    - ``forward``: callable ``F(x (d,)) -> (d,)`` (e.g. :class:`~assimilax.learned.StencilForward`)
+      or a :class:`~assimilax.models.DynamicalModel` (run ``steps_per_obs`` steps).
+    - ``analysis``: ``T(u_f (d,), y (m,)) -> (d,)``.
+    - ``observation_ys``: ``(T, m)``.
+    - ``ensemble0``: ``(N, d)`` initial ensemble, or ``(d,)`` repeated ``n_members`` times
+      (default 1) — the time-0 state.
+    - ``key``: PRNG key (residual draws, model noise).
+    - ``residual``: :class:`~assimilax.learned.ResidualDiffusion` with ``cond_dim = m + d``, or
+      ``None``; ``residual_steps`` overrides its number of reverse-SDE steps.
+    - ``model_noise``: draw the true model's noise in the forecast (only for a wrapped
+      :class:`~assimilax.models.DynamicalModel` with ``noise_cov``).
+    - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
+    - ``cycle_mean``: forecast and analyse only the ensemble mean,
+      :math:`\tilde u_t = T(F(\bar u^A_{t-1}), y_t)`, and draw the members as
+      :math:`\tilde u_t + r^i_t` — the deterministic cycle on which a residual model trained with
+      :func:`~assimilax.learned.cycled_analysis_pairs` was fitted (member-wise cycling instead adds
+      the propagated member spread to a residual that already holds the total error).
+
+    **Returns:** :class:`~assimilax.filters.EnsembleFilterResult` (spreads are zero for ``N = 1``).
+    Raises :class:`~assimilax.FilterDivergenceError` if the analysis mean becomes non-finite.
+    """
+    forward = as_forward(forward, steps_per_obs)
+    check_positive_int(steps_per_obs, "steps_per_obs")
+    E0 = jnp.asarray(ensemble0)
+    if E0.ndim == 1:
+        N = 1 if n_members is None else n_members
+        check_positive_int(N, "n_members")
+        E0 = jnp.broadcast_to(E0, (N, E0.shape[0]))
+    elif n_members is not None and n_members != E0.shape[0]:
+        raise ValueError(f"n_members={n_members} disagrees with ensemble0 of {E0.shape[0]} members")
+    check_shape(E0, (None, None), "ensemble0")
+    check_finite(E0, "ensemble0")
+    d = E0.shape[1]
+    ys = jnp.asarray(observation_ys)
+    if ys.ndim != 2:
+        raise ValueError(f"observation_ys must have shape (T, m), got {ys.shape}")
+    check_observations(ys, ys.shape[1], "observation_ys")
+    m = ys.shape[1]
+    if isinstance(forward, ModelForward) and forward.model.dim != d:
+        raise ValueError(f"ensemble0 has dimension {d} but the model has dimension {forward.model.dim}")
+    if residual is not None:
+        if residual.dim != d or residual.cond_dim != m + d:
+            raise ValueError(f"residual model must have dim={d} and cond_dim={m + d} (y, u_tilde), "
+                             f"got dim={residual.dim}, cond_dim={residual.cond_dim}")
+    if model_noise and not (isinstance(forward, ModelForward) and forward.model.noise_cov is not None):
+        raise ValueError("model_noise=True needs a DynamicalModel with noise_cov as forward model")
+    E0 = E0.astype(ys.dtype) if jnp.issubdtype(ys.dtype, jnp.floating) else E0
+    res = _learned_filter(forward, analysis, residual, ys, E0, key, model_noise=bool(model_noise),
+                          store_ensembles=bool(store_ensembles), residual_steps=residual_steps,
+                          cycle_mean=bool(cycle_mean))
+    raise_if_diverged(res.analysis_mean, "learned_filter")
+    return res
+
+
+@eqx.filter_jit
+def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, store_ensembles, residual_steps,
+                    cycle_mean):
+    N = E0.shape[0]
+    is_model = isinstance(forward, ModelForward)
+    dt = forward.model.dt * forward.steps_per_obs if is_model else 1.0
+
+    def cycle(E, inp):
+        t_idx, y, k = inp
+        kf, kr = jax.random.split(k)
+        if cycle_mean:
+            E = jnp.mean(E, axis=0, keepdims=True)
+        if is_model and model_noise:
+            EF = jax.vmap(lambda x, kk: forward(x, t_idx * dt, key=kk))(E, jax.random.split(kf, E.shape[0]))
+        elif is_model:
+            EF = jax.vmap(lambda x: forward(x, t_idx * dt))(E)
+        else:
+            EF = jax.vmap(forward)(E)
+        U = jax.vmap(analysis, in_axes=(0, None))(EF, y)
+        if cycle_mean:
+            U = jnp.broadcast_to(U, (N, U.shape[1]))
+        if residual is not None:
+            conds = jax.vmap(residual_condition, in_axes=(None, 0))(y, U)
+            U = U + residual.sample(conds, key=kr, n_steps=residual_steps).astype(U.dtype)
+        out = (jnp.mean(U, axis=0), _spread(U), jnp.mean(EF, axis=0), _spread(EF), U if store_ensembles else None)
+        return U, out
+
+    T = ys.shape[0]
+    _, (ma, sa, mf, sf, ens) = jax.lax.scan(cycle, E0, (jnp.arange(T), ys, jax.random.split(key, T)))
+    return EnsembleFilterResult(ma, sa, mf, sf, ens)
+
+
+__all__ = ["learned_filter"]
