@@ -8,7 +8,14 @@ damping 1 - t, 500 reverse-SDE steps, float32. Each dimension runs in a fresh su
 Usage (book venv)::
 
     .venv/bin/python -m benchmarks.ensf_scaling [--dims 1000,10000,100000,1000000] [--cycles 5]
-        [--prior-score per_member|mixture] [--no-write]
+        [--prior-score per_member|mixture] [--sde-noise gaussian,rademacher] [--devices 2] [--no-write]
+
+The PyTorch anchors use the public code's default prior score (``gm_var_ratio = 0``, our
+``prior_score="per_member"``) with Gaussian Euler--Maruyama increments and 2 threads; the
+like-for-like record is therefore ``method="EnSF"`` (per member, Gaussian increments). Records
+with ``sde_noise="rademacher"`` (the simplified weak Euler scheme) are stored under
+``method="EnSF (weak Euler)"``. ``--devices D`` splits the 2 cores into ``D`` XLA host devices and
+shards the members over them (``NamedSharding(mesh, P("x", None))``).
 
 Records (``problem="lorenz96_arctan"``, ``method="EnSF"``, ``library="assimilax"``) are merged
 into ``benchmarks/results/peers.json`` with :func:`benchmarks._records.append_records`.
@@ -28,9 +35,10 @@ import time
 PYTORCH_ANCHOR = {1000: 0.27, 10000: 2.3, 100000: 22.6, 1000000: 670.0}  # s/cycle, 500 SDE steps
 
 
-def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, seed: int = 0) -> dict:
+def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str = "gaussian", seed: int = 0) -> dict:
     import jax
     import jax.numpy as jnp
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
     from assimilax.filters.ensf import ensemble_score_filter
     from assimilax.models import Lorenz96
@@ -51,7 +59,11 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, seed: int = 0) 
 
     states, ys = truth(x0, k[1])
     E0 = x0[None] + jax.random.normal(k[2], (20, dim), jnp.float32)
-    kw = dict(steps_per_obs=10, n_sde_steps=n_sde, prior_score=prior_score, store_ensembles=False)
+    sharding = None
+    if len(jax.devices()) > 1:
+        sharding = NamedSharding(Mesh(jax.devices(), ("x",)), P("x", None))
+    kw = dict(steps_per_obs=10, n_sde_steps=n_sde, prior_score=prior_score, store_ensembles=False, sde_noise=sde_noise,
+              sharding=sharding)
     t0 = time.perf_counter()
     jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
     total = time.perf_counter() - t0
@@ -60,12 +72,13 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, seed: int = 0) 
     warm = time.perf_counter() - t0
     rmse = jnp.sqrt(jnp.mean((res.analysis_mean - states) ** 2, axis=1))
     return {
-        "problem": "lorenz96_arctan", "method": "EnSF", "library": "assimilax", "dim": dim,
+        "problem": "lorenz96_arctan", "method": "EnSF" if sde_noise == "gaussian" else "EnSF (weak Euler)",
+        "library": "assimilax", "dim": dim,
         "rmse": float(jnp.mean(rmse)), "rmse_final": float(rmse[-1]), "seconds_per_cycle": warm / cycles,
         "seconds_total": total, "seeds": [seed], "n_cycles": cycles,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": {"N": 20, "n_sde_steps": n_sde, "eps_a": 0.5, "eps_b": 0.025, "prior_score": prior_score,
-                   "dtype": "float32", "devices": len(jax.devices()), "backend": jax.default_backend()},
+                   "sde_noise": sde_noise, "dtype": "float32", "devices": len(jax.devices()), "backend": jax.default_backend()},
         "pytorch_anchor_seconds_per_cycle": PYTORCH_ANCHOR.get(dim),
     }
 
@@ -75,22 +88,28 @@ def main(argv=None):
     p.add_argument("--dims", default="1000,10000,100000,1000000")
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--sde-steps", type=int, default=500)
-    p.add_argument("--prior-score", default="mixture")
+    p.add_argument("--prior-score", default="per_member")
+    p.add_argument("--sde-noise", default="gaussian,rademacher")
+    p.add_argument("--devices", type=int, default=1)
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.single is not None:
-        print(json.dumps(run_one(a.single, a.cycles, a.sde_steps, a.prior_score)))
+        print(json.dumps(run_one(a.single, a.cycles, a.sde_steps, a.prior_score, a.sde_noise)))
         return
+    env = dict(os.environ)
+    if a.devices > 1:
+        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={a.devices}").strip()
     records = []
-    for d in (int(s) for s in a.dims.split(",")):
+    for d, noise in ((int(s), n) for s in a.dims.split(",") for n in a.sde_noise.split(",")):
         out = subprocess.run([sys.executable, "-m", "benchmarks.ensf_scaling", "--single", str(d), "--cycles", str(a.cycles),
-                              "--sde-steps", str(a.sde_steps), "--prior-score", a.prior_score],
-                             capture_output=True, text=True, check=True, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+                              "--sde-steps", str(a.sde_steps), "--prior-score", a.prior_score, "--sde-noise", noise],
+                             capture_output=True, text=True, check=True, env=env,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         rec = json.loads(out.stdout.strip().splitlines()[-1])
         anchor = rec["pytorch_anchor_seconds_per_cycle"]
         speed = f"  ({anchor / rec['seconds_per_cycle']:.1f}x vs PyTorch anchor)" if anchor else ""
-        print(f"d={d:>8}: {rec['seconds_per_cycle']:.3f} s/cycle, peak {rec['peak_memory_mb']:.0f} MiB, "
+        print(f"d={d:>8} {noise:>10}: {rec['seconds_per_cycle']:.3f} s/cycle, peak {rec['peak_memory_mb']:.0f} MiB, "
               f"RMSE {rec['rmse']:.3f}{speed}", flush=True)
         records.append(rec)
     if not a.no_write:

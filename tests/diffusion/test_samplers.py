@@ -37,6 +37,8 @@ def run(sampler, sde, mix, key):
     x_T = mix.diffused(sde, sde.t_max).sample(k1, N)
     if sampler == "em":
         f = lambda: euler_maruyama(sde, score, x_T, key=k2, n_steps=300)
+    elif sampler == "em-rademacher":
+        f = lambda: euler_maruyama(sde, score, x_T, key=k2, n_steps=300, noise="rademacher")
     elif sampler == "heun":
         f = lambda: probability_flow_heun(sde, score, x_T, n_steps=100)
     else:
@@ -58,7 +60,7 @@ def check_moments(x, target, slack=0.02):
     assert np.all(np.abs(w_hat - w) < 4.5 * np.sqrt(w * (1 - w) / n) + 0.01), (w_hat, w)
 
 
-@pytest.mark.parametrize("sampler", ["em", "heun", "pc"])
+@pytest.mark.parametrize("sampler", ["em", "em-rademacher", "heun", "pc"])
 @pytest.mark.parametrize("which", ["2d", "10d"])
 def test_vp_samplers_reproduce_mixture(sampler, which):
     mix = mixture_2d() if which == "2d" else mixture_10d()
@@ -111,3 +113,24 @@ def test_mixture_score_matches_finite_differences():
     p = mix.diffused(sde, t)
     num = jax.vmap(jax.grad(lambda xi: p.log_prob(xi[None])[0]))(x)
     np.testing.assert_allclose(mixture_score(sde, mix)(x, t), num, rtol=1e-8, atol=1e-10)
+
+
+def test_rademacher_increments():
+    """+-1 entries, balanced over positions and bits, uncorrelated neighbours; odd sizes work."""
+    from assimilax.diffusion.samplers import rademacher
+    z = np.asarray(rademacher(jax.random.PRNGKey(0), (50, 1001), jnp.float64))
+    assert z.shape == (50, 1001) and set(np.unique(z)) == {-1.0, 1.0}
+    n = z.size
+    assert abs(z.mean()) < 4.5 / np.sqrt(n)
+    per_bit = z.reshape(-1)[: (n // 32) * 32].reshape(-1, 32).mean(0)  # each bit position of the words
+    assert np.all(np.abs(per_bit) < 4.5 / np.sqrt(n / 32))
+    flat = z.reshape(-1)
+    assert abs(np.mean(flat[1:] * flat[:-1])) < 4.5 / np.sqrt(n)
+    assert abs(np.mean(flat[32:] * flat[:-32])) < 4.5 / np.sqrt(n)
+    z2 = np.asarray(rademacher(jax.random.PRNGKey(1), (50, 1001), jnp.float64))
+    assert abs(np.mean(z * z2)) < 4.5 / np.sqrt(n)
+
+
+def test_unknown_noise_is_rejected():
+    with pytest.raises(ValueError, match="noise"):
+        euler_maruyama(VPSDE(), lambda x, t: -x, jnp.zeros((3, 2)), key=jax.random.PRNGKey(0), noise="uniform")

@@ -24,7 +24,8 @@ def numpy_kf(A, Q, H, R, ys, m, P):
     return np.array(means), np.array(stds)
 
 
-def test_ensf_approaches_kalman_filter_as_n_grows():
+@pytest.mark.parametrize("sde_noise", ["gaussian", "rademacher"])
+def test_ensf_approaches_kalman_filter_as_n_grows(sde_noise):
     d = 4
     model = LinearGaussian.random_stable(d, key=jax.random.PRNGKey(0), noise_scale=0.5)
     obs = LinearObservation.every_kth(d, 2, 0.5)
@@ -33,7 +34,8 @@ def test_ensf_approaches_kalman_filter_as_n_grows():
     errs = {}
     for N in (8, 256):
         E0 = jax.random.normal(jax.random.PRNGKey(2), (N, d))
-        r = ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100, eps_b=1e-3)
+        r = ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100, eps_b=1e-3,
+                                  sde_noise=sde_noise)
         errs[N] = np.sqrt(np.mean((np.asarray(r.analysis_mean) - kfm) ** 2))
     # closer with more members, and within half a posterior standard deviation of the KF mean
     # (the damped likelihood score h(t) = 1 - t is a heuristic, so EnSF keeps a bias of about
@@ -97,6 +99,8 @@ def test_bad_input_is_refused():
     model, obs, sim, E0 = _l96_problem(T=2)
     with pytest.raises(ValueError, match="ensemble0"):
         ensemble_score_filter(model, obs, sim.observations, E0[:, :5], key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="sde_noise"):
+        ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(0), sde_noise="uniform")
     with pytest.raises(ValueError, match="prior_score"):
         ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(0), prior_score="bad")
     with pytest.raises(ValueError):

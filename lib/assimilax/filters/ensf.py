@@ -52,7 +52,7 @@ def ensemble_mixture_score(members, alpha, sigma2, x):
 
 def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
                           eps_a: float = 0.5, eps_b: float = 0.025, prior_score: str = "mixture", damping=linear_damping,
-                          store_ensembles: bool = True, sharding=None) -> EnsembleFilterResult:
+                          sde_noise: str = "gaussian", store_ensembles: bool = True, sharding=None) -> EnsembleFilterResult:
     r"""Ensemble score filter :cite:`bao2024ensemble` (see the module docstring for the maths).
 
     **Arguments:**
@@ -64,6 +64,9 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
       reverse SDE per analysis; ``eps_a`` :math:`=\alpha_1`, ``eps_b`` :math:`=\sigma_0^2`.
     - ``prior_score``: ``"mixture"`` (the paper's estimator) or ``"per_member"``.
     - ``damping``: :math:`h(t)`, default :math:`1-t`.
+    - ``sde_noise``: increments of the reverse-SDE steps, ``"gaussian"`` (Euler--Maruyama, as in
+      the paper) or ``"rademacher"`` (simplified weak Euler scheme, same weak order, about 3x
+      cheaper on CPU; see :func:`~assimilax.diffusion.euler_maruyama`).
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
     - ``sharding``: optional :class:`jax.sharding.Sharding` for ``(N, d)`` arrays (e.g.
       ``NamedSharding(mesh, P(None, "x"))`` shards the state axis, ``P("x", None)`` the members);
@@ -80,6 +83,8 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     check_observations(ys, observation.obs_dim, "ys")
     check_positive_int(steps_per_obs, "steps_per_obs")
     check_positive_int(n_sde_steps, "n_sde_steps")
+    if sde_noise not in ("gaussian", "rademacher"):
+        raise ValueError(f"sde_noise must be 'gaussian' or 'rademacher', got {sde_noise!r}")
     if prior_score not in ("mixture", "per_member"):
         raise ValueError(f"prior_score must be 'mixture' or 'per_member', got {prior_score!r}")
     sde = EnSFSDE(eps_a, eps_b)
@@ -90,13 +95,16 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     if sharding is not None:
         E0 = jax.device_put(E0, sharding)
     res = _ensf(model, observation, ys, E0, key, prec, sde, damping, steps_per_obs=steps_per_obs, n_sde_steps=n_sde_steps,
-                diag=diag, mixture=prior_score == "mixture", store=store_ensembles, sharding=sharding)
+                diag=diag, mixture=prior_score == "mixture", store=store_ensembles, sharding=sharding,
+                noise=sde_noise)
     raise_if_diverged(res.analysis_mean, "ensemble_score_filter")
     return res
 
 
-@functools.partial(jax.jit, static_argnames=("steps_per_obs", "n_sde_steps", "diag", "mixture", "store", "sharding", "damping"))
-def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs, n_sde_steps, diag, mixture, store, sharding):
+@functools.partial(jax.jit, static_argnames=("steps_per_obs", "n_sde_steps", "diag", "mixture", "store", "sharding", "damping",
+                                                 "noise"))
+def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs, n_sde_steps, diag, mixture, store, sharding,
+          noise):
     constrain = (lambda a: a) if sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, sharding))
 
     def analysis(Ef, y, k):
@@ -113,7 +121,7 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
 
         k0, k1 = jax.random.split(k)
         x_T = constrain(jax.random.normal(k0, Ef.shape, dtype=Ef.dtype))
-        return constrain(euler_maruyama(sde, score, x_T, key=k1, n_steps=n_sde_steps))
+        return constrain(euler_maruyama(sde, score, x_T, key=k1, n_steps=n_sde_steps, noise=noise))
 
     def cycle(E, inp):
         t_idx, y, k = inp
