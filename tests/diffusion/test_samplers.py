@@ -37,8 +37,8 @@ def run(sampler, sde, mix, key):
     x_T = mix.diffused(sde, sde.t_max).sample(k1, N)
     if sampler == "em":
         f = lambda: euler_maruyama(sde, score, x_T, key=k2, n_steps=300)
-    elif sampler == "em-rademacher":
-        f = lambda: euler_maruyama(sde, score, x_T, key=k2, n_steps=300, noise="rademacher")
+    elif sampler.startswith("em-"):
+        f = lambda: euler_maruyama(sde, score, x_T, key=k2, n_steps=300, noise=sampler[3:])
     elif sampler == "heun":
         f = lambda: probability_flow_heun(sde, score, x_T, n_steps=100)
     else:
@@ -117,7 +117,7 @@ def test_mixture_score_matches_finite_differences():
 
 def test_rademacher_increments():
     """+-1 entries, balanced over positions and bits, uncorrelated neighbours; odd sizes work."""
-    from assimilax.diffusion.samplers import rademacher
+    from assimilax.diffusion.noise import rademacher
     z = np.asarray(rademacher(jax.random.PRNGKey(0), (50, 1001), jnp.float64))
     assert z.shape == (50, 1001) and set(np.unique(z)) == {-1.0, 1.0}
     n = z.size

@@ -7,11 +7,8 @@ under ``lax.scan``. They return samples of :math:`p_{t_{\min}}` (which differs f
 :math:`p_0` by a kernel of variance :math:`\sigma_{t_{\min}}^2`).
 
 * :func:`euler_maruyama`: :math:`x \leftarrow x - \Delta t\,[f x - g^2 s(x,t)] + g\sqrt{\Delta t}\,z`,
-  with :math:`z\sim\mathcal N(0, I)`, or (``noise="rademacher"``) the simplified weak Euler scheme
-  :cite:`kloeden1992numerical` (Sec. 14.1), whose increments :math:`z_i = \pm 1` with probability
-  1/2 match the first moments of the Gaussian ones; the scheme keeps Euler--Maruyama's weak order 1
-  (the law of the samples at ``t_min``, which is all a sampler needs) and needs one random bit
-  per component instead of a Gaussian draw.
+  with :math:`z\sim\mathcal N(0, I)` drawn by one of the generators of
+  :mod:`assimilax.diffusion.noise` (or :math:`z_i=\pm1`, the simplified weak Euler scheme).
 * :func:`probability_flow_heun`: Heun's method on :math:`\dot x = f x - \tfrac12 g^2 s`.
 * :func:`predictor_corrector`: an Euler--Maruyama predictor followed by ``n_corrector``
   Langevin steps :math:`x \leftarrow x + \epsilon s + \sqrt{2\epsilon}\,z` with
@@ -20,10 +17,10 @@ under ``lax.scan``. They return samples of :math:`p_{t_{\min}}` (which differs f
 """
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
+
+from .noise import noise_generator
 
 
 def _grid(sde, n_steps, t_max, t_min, dtype):
@@ -33,33 +30,19 @@ def _grid(sde, n_steps, t_max, t_min, dtype):
     return ts, (t_max - t_min) / n_steps
 
 
-def rademacher(key, shape, dtype=jnp.float32):
-    r"""Independent :math:`\pm 1` entries with probability 1/2 each: 32 per ``uint32`` word of
-    ``jax.random.bits`` (so the key's PRNG implementation is used). **Returns:** ``shape`` array."""
-    n = math.prod(shape)
-    words = jax.random.bits(key, (-(-n // 32),), jnp.uint32)
-    bits = (words[:, None] >> jnp.arange(32, dtype=jnp.uint32)[None, :]) & jnp.uint32(1)
-    return (2.0 * bits.astype(dtype) - 1.0).reshape(-1)[:n].reshape(shape)
-
-
-_NOISE = {"gaussian": lambda k, shape, dtype: jax.random.normal(k, shape, dtype=dtype), "rademacher": rademacher}
-
-
 def euler_maruyama(sde, score_fn, x_T, *, key, n_steps: int = 500, t_max=None, t_min=None, noise_last: bool = True,
                    noise: str = "gaussian"):
     r"""Euler--Maruyama on the reverse-time SDE.
 
     **Arguments:** ``sde``; ``score_fn(x (n, d), t) -> (n, d)``; ``x_T`` ``(n, d)`` draws of
     (an approximation of) :math:`p_{t_{\max}}`; ``key``; ``n_steps``; ``noise_last=False``
-    drops the noise of the final step (a common "denoising" choice); ``noise``:
-    ``"gaussian"`` (Euler--Maruyama) or ``"rademacher"`` (the simplified weak Euler scheme of
-    :cite:`kloeden1992numerical`, same weak order, cheaper increments; see the module docstring).
+    drops the noise of the final step (a common "denoising" choice); ``noise``: how the
+    increments are drawn, ``"gaussian"`` (``jax.random.normal``) or ``"rademacher"`` (the simplified weak Euler scheme of :cite:`kloeden1992numerical`, same
+    weak order); see :mod:`assimilax.diffusion.noise`.
 
     **Returns:** ``(n, d)`` samples at ``t_min``.
     """
-    if noise not in _NOISE:
-        raise ValueError(f"noise must be one of {sorted(_NOISE)}, got {noise!r}")
-    draw = _NOISE[noise]
+    draw = noise_generator(noise)
     ts, dt = _grid(sde, n_steps, t_max, t_min, x_T.dtype)
     keys = jax.random.split(key, n_steps)
     last = jnp.arange(n_steps) == n_steps - 1
@@ -123,4 +106,4 @@ def predictor_corrector(sde, score_fn, x_T, *, key, n_steps: int = 500, n_correc
     return x
 
 
-__all__ = ["euler_maruyama", "rademacher", "probability_flow_heun", "predictor_corrector"]
+__all__ = ["euler_maruyama", "probability_flow_heun", "predictor_corrector"]

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
+from ..diffusion.noise import NOISE_KINDS
 from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
 from ..diffusion.samplers import euler_maruyama
 from ..diffusion.sde import EnSFSDE
@@ -64,9 +65,9 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
       reverse SDE per analysis; ``eps_a`` :math:`=\alpha_1`, ``eps_b`` :math:`=\sigma_0^2`.
     - ``prior_score``: ``"mixture"`` (the paper's estimator) or ``"per_member"``.
     - ``damping``: :math:`h(t)`, default :math:`1-t`.
-    - ``sde_noise``: increments of the reverse-SDE steps, ``"gaussian"`` (Euler--Maruyama, as in
-      the paper) or ``"rademacher"`` (simplified weak Euler scheme, same weak order, about 3x
-      cheaper on CPU; see :func:`~assimilax.diffusion.euler_maruyama`).
+    - ``sde_noise``: increments of the reverse-SDE steps: ``"gaussian"`` (Euler--Maruyama as in
+      the paper, ``jax.random.normal``) or ``"rademacher"`` (the simplified weak Euler scheme,
+      same weak order, several times cheaper on CPU); see :mod:`assimilax.diffusion.noise`.
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
     - ``sharding``: optional :class:`jax.sharding.Sharding` for ``(N, d)`` arrays (e.g.
       ``NamedSharding(mesh, P(None, "x"))`` shards the state axis, ``P("x", None)`` the members);
@@ -83,8 +84,8 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     check_observations(ys, observation.obs_dim, "ys")
     check_positive_int(steps_per_obs, "steps_per_obs")
     check_positive_int(n_sde_steps, "n_sde_steps")
-    if sde_noise not in ("gaussian", "rademacher"):
-        raise ValueError(f"sde_noise must be 'gaussian' or 'rademacher', got {sde_noise!r}")
+    if sde_noise not in NOISE_KINDS:
+        raise ValueError(f"sde_noise must be one of {list(NOISE_KINDS)}, got {sde_noise!r}")
     if prior_score not in ("mixture", "per_member"):
         raise ValueError(f"prior_score must be 'mixture' or 'per_member', got {prior_score!r}")
     sde = EnSFSDE(eps_a, eps_b)
