@@ -88,3 +88,20 @@ def test_module_imports_without_peers_and_quick_plan_builds(monkeypatch):
     jit = {c.method: c.assimilax_kwargs.get("jitter") for c in full["cases"]}
     # particle_filter's jitter is DAPPER's reg (the N^{-1/(d+4)} bandwidth is applied inside)
     assert jit["PartFilt(N=800, reg=0.9, NER=0.2)"] == pytest.approx(0.9)
+
+
+def test_arctan_problem_is_planned_and_paired(monkeypatch):
+    """The Lorenz-96 arctan LETKF comparison (issue 5) is in the plan without the peers, and the
+    committed results hold a DAPPER/assimilax pair at d = 40 and d = 100 with a finite RMSE."""
+    for name in ("dapper", "dynamax", "filterpy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    sys.modules.pop("benchmarks.peers", None)
+    peers = importlib.import_module("benchmarks.peers")
+    for quick in (True, False):
+        a = peers.plan(quick=quick)["arctan"]
+        assert a["dims"] == (40, 100) and a["cycles"] == 150 and a["last"] == 50 and a["N"] == 20
+    assert len(peers.plan(quick=False)["arctan"]["seeds"]) == 10
+    rows = [(o, p) for o, p in _records.pairs(_committed()) if o["problem"] == peers.ARCTAN]
+    assert sorted(o["dim"] for o, p in rows if p["library"] == "dapper") == [40, 100]
+    for o, p in rows:
+        assert o["rmse"] is not None and p["rmse"] is not None and o["seeds"] == p["seeds"]
