@@ -9,6 +9,22 @@ the reverse-time SDE under the damped posterior score
 
 on the schedule of :class:`~assimilax.diffusion.EnSFSDE` (``eps_a``, ``eps_b``). Everything
 (training included) runs inside one ``lax.scan`` over cycles.
+
+**Preconditioning.** Forecast ensembles are far from the standard normal the schedule is scaled
+for (Lorenz-96 components have mean about 2.3 and standard deviation about 3.6), and their
+moments move from cycle to cycle. The network therefore only learns a correction to the score
+of the Gaussian with the forecast ensemble's per-component mean :math:`m` and standard
+deviation :math:`s`, in standardised coordinates:
+
+.. math::
+    s_\theta(x, t) = -\frac{x - \alpha_t m}{v_t} + \frac{1}{\sigma_t}\,
+    \mathrm{net}_\theta\Big(\frac{x-\alpha_t m}{\sqrt{v_t}},\ t\Big),
+    \qquad v_t = \alpha_t^2 s^2 + \sigma_t^2,
+
+the first term being the exact score of the diffused Gaussian. The last layer starts at zero, so
+the untrained filter is a Gaussian-prior score filter; :math:`m, s` are recomputed from every
+forecast ensemble and are not trained. (Without this the filter diverged on Lorenz-96 at
+d = 40 within 150 cycles in 1 to 2 of 3 runs.)
 """
 from __future__ import annotations
 
@@ -32,6 +48,25 @@ def _spread(E):
     return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
 
 
+class PreconditionedScore(eqx.Module):
+    r"""Score :math:`-\frac{x-\alpha_t m}{v_t} + \mathrm{net}(\hat x, t)/\sigma_t` with
+    :math:`\hat x = (x-\alpha_t m)/\sqrt{v_t}`, :math:`v_t=\alpha_t^2 s^2+\sigma_t^2` (see the
+    module docstring). ``net`` maps ``(x (d,), t)`` to ``(d,)``; ``mean``, ``std`` ``(d,)`` are
+    held fixed (no gradient). Unbatched, like :class:`~assimilax.diffusion.MLPScore`."""
+
+    net: eqx.Module
+    mean: jax.Array
+    std: jax.Array
+    sde: eqx.Module
+
+    def __call__(self, x, t, cond=None):
+        m, sd = jax.lax.stop_gradient(self.mean), jax.lax.stop_gradient(self.std)
+        a, s2 = self.sde.alpha(t), self.sde.sigma2(t)
+        r = jnp.sqrt(a**2 * sd**2 + s2)
+        xh = (x - a * m) / r
+        return -xh / r + self.net(xh, t) / jnp.sqrt(s2)
+
+
 def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
                  eps_a: float = 0.5, eps_b: float = 0.025, n_train_steps: int = 200, batch_size: int = 128,
                  learning_rate: float = 1e-3, width: int = 64, depth: int = 2, network=None, damping=linear_damping,
@@ -40,10 +75,12 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
 
     **Arguments:** as :func:`~assimilax.filters.ensemble_score_filter`, plus ``n_train_steps``
     Adam steps per cycle on batches of ``batch_size`` forecast members (``learning_rate``), and
-    either an initial ``network`` (an :class:`~assimilax.diffusion.MLPScore`, e.g. pre-trained on
-    the prior) or ``width``/``depth`` of a fresh one.
+    either an initial correction ``network`` (any unbatched ``net(x (d,), t) -> (d,)`` module,
+    e.g. the ``.net`` of a previous run's result) or ``width``/``depth`` of a fresh
+    :class:`~assimilax.diffusion.MLPScore` with a zero last layer.
 
-    **Returns:** ``(EnsembleFilterResult, network)`` — the result and the network of the last cycle.
+    **Returns:** ``(EnsembleFilterResult, PreconditionedScore)`` — the result and the score model
+    of the last cycle (its ``.net`` is the trained correction).
     """
     if observation.state_dim != model.dim:
         raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, model has {model.dim}")
@@ -57,7 +94,11 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     ys = jnp.asarray(ys, dtype=E0.dtype)
     key, knet = jax.random.split(key)
     if network is None:
-        network = MLPScore(model.dim, width=width, depth=depth, sde=sde, key=knet)
+        network = MLPScore(model.dim, width=width, depth=depth, sde=None, key=knet)
+        last = network.mlp.layers[-1]
+        network = eqx.tree_at(lambda n: (n.mlp.layers[-1].weight, n.mlp.layers[-1].bias), network,
+                              (jnp.zeros_like(last.weight), jnp.zeros_like(last.bias)))
+    network = PreconditionedScore(network, jnp.mean(E0, 0), jnp.std(E0, 0), sde)
     network = jax.tree_util.tree_map(lambda a: a.astype(E0.dtype) if eqx.is_inexact_array(a) else a, network)
     optimizer = optax.adam(learning_rate)
     prec = noise_precision(observation)
@@ -83,6 +124,8 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
         else:
             Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
         net = eqx.combine(params, static)
+        std = jnp.maximum(jnp.std(Ef, 0), 1e-6 * (1.0 + jnp.abs(jnp.mean(Ef, 0))))
+        net = eqx.tree_at(lambda n: (n.mean, n.std), net, (jnp.mean(Ef, 0), std))
         net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
         prior = batch_score(net)
         lik = gaussian_likelihood_score(observation, y, (prec, diag))
@@ -98,4 +141,4 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
     return EnsembleFilterResult(am, asp, fm, fsp, ens if store else None), eqx.combine(params, static)
 
 
-__all__ = ["score_filter"]
+__all__ = ["score_filter", "PreconditionedScore"]
