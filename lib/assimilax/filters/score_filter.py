@@ -74,7 +74,7 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     r"""Score-based filter :cite:`bao2024score` (see the module docstring).
 
     **Arguments:** as :func:`~assimilax.filters.ensemble_score_filter`, plus ``n_train_steps``
-    Adam steps per cycle on batches of ``batch_size`` forecast members (``learning_rate``), and
+    Adam steps per cycle (0: no training, i.e. the Gaussian part of the score alone) on batches of ``batch_size`` forecast members (``learning_rate``), and
     either an initial correction ``network`` (any unbatched ``net(x (d,), t) -> (d,)`` module,
     e.g. the ``.net`` of a previous run's result) or ``width``/``depth`` of a fresh
     :class:`~assimilax.diffusion.MLPScore` with a zero last layer.
@@ -86,9 +86,10 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
         raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, model has {model.dim}")
     check_ensemble(ensemble0, model.dim, "ensemble0")
     check_observations(ys, observation.obs_dim, "ys")
-    for n, name in ((steps_per_obs, "steps_per_obs"), (n_sde_steps, "n_sde_steps"), (n_train_steps, "n_train_steps"),
-                    (batch_size, "batch_size")):
+    for n, name in ((steps_per_obs, "steps_per_obs"), (n_sde_steps, "n_sde_steps"), (batch_size, "batch_size")):
         check_positive_int(n, name)
+    if not isinstance(n_train_steps, int) or isinstance(n_train_steps, bool) or n_train_steps < 0:
+        raise ValueError(f"n_train_steps must be a non-negative int, got {n_train_steps!r}")
     sde = EnSFSDE(eps_a, eps_b)
     E0 = jnp.asarray(ensemble0)
     ys = jnp.asarray(ys, dtype=E0.dtype)
@@ -126,7 +127,8 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
         net = eqx.combine(params, static)
         std = jnp.maximum(jnp.std(Ef, 0), 1e-6 * (1.0 + jnp.abs(jnp.mean(Ef, 0))))
         net = eqx.tree_at(lambda n: (n.mean, n.std), net, (jnp.mean(Ef, 0), std))
-        net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
+        if n_train:
+            net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
         prior = batch_score(net)
         lik = gaussian_likelihood_score(observation, y, (prec, diag))
         score = lambda x, t: prior(x, t) + damping(t) * lik(x)
