@@ -72,14 +72,19 @@ class MLPScore(eqx.Module):
 
 
 def batch_score(net, cond=None):
-    """Wrap an unbatched network as a batched ``score_fn(x (n, d), t) -> (n, d)`` for the samplers;
-    ``cond`` ``(cond_dim,)`` is shared by all samples or ``(n, cond_dim)`` per sample."""
+    """Wrap an unbatched network as a batched ``score_fn(x (n, ...), t) -> (n, ...)`` for the
+    samplers; ``cond`` with one axis fewer than ``x`` (``(cond_dim,)`` for vectors, ``(c, L)`` for
+    1-D fields) is shared by all samples, with as many axes as ``x`` it is one per sample."""
     if cond is None:
         return lambda x, t: jax.vmap(lambda xi: net(xi, t))(x)
     cond = jnp.asarray(cond)
-    if cond.ndim == 1:
-        return lambda x, t: jax.vmap(lambda xi: net(xi, t, cond))(x)
-    return lambda x, t: jax.vmap(lambda xi, ci: net(xi, t, ci))(x, cond)
+
+    def score(x, t):
+        if cond.ndim < x.ndim:  # one conditioning input shared by all samples
+            return jax.vmap(lambda xi: net(xi, t, cond))(x)
+        return jax.vmap(lambda xi, ci: net(xi, t, ci))(x, cond)
+
+    return score
 
 
 __all__ = ["FourierTimeEmbedding", "MLPScore", "batch_score"]

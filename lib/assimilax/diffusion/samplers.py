@@ -1,6 +1,6 @@
 r"""Reverse-time samplers for linear forward SDEs :cite:`song2021scorebased`.
 
-All samplers take a *batched* score ``score_fn(x, t)`` with ``x`` of shape ``(n, d)`` and a
+All samplers take a *batched* score ``score_fn(x, t)`` with ``x`` of shape ``(n, d)`` (or ``(n, C, *spatial)`` for fields) and a
 scalar ``t``, returning ``(n, d)``, and integrate on the uniform grid
 :math:`t_k = t_{\max} - k\,\Delta t`, :math:`\Delta t = (t_{\max}-t_{\min})/K`, ``k = 0..K``,
 under ``lax.scan``. They return samples of :math:`p_{t_{\min}}` (which differs from

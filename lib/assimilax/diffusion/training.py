@@ -22,18 +22,21 @@ import optax
 
 
 def dsm_loss(net, sde, x0, key, cond=None):
-    r"""Monte Carlo DSM loss on a batch ``x0`` ``(B, d)`` (``cond`` ``(B, c)`` or ``None``)."""
+    r"""Monte Carlo DSM loss on a batch ``x0`` ``(B, *sample_shape)``: vectors ``(B, d)`` or fields
+    ``(B, C, L)``, ``(B, C, H, W)`` (``cond`` ``(B, ...)`` or ``None``). The squared error is summed
+    over all non-batch axes and averaged over the batch."""
     kt, ke = jax.random.split(key)
     B = x0.shape[0]
     t = jax.random.uniform(kt, (B,), dtype=x0.dtype, minval=sde.t_min, maxval=sde.t_max)
     eps = jax.random.normal(ke, x0.shape, dtype=x0.dtype)
-    a, s = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
+    bshape = (B,) + (1,) * (x0.ndim - 1)
+    a, s = sde.alpha(t).reshape(bshape), sde.sigma(t).reshape(bshape)
     xt = a * x0 + s * eps
     if cond is None:
         pred = jax.vmap(net)(xt, t)
     else:
         pred = jax.vmap(net)(xt, t, cond)
-    return jnp.mean(jnp.sum((s * pred + eps) ** 2, axis=-1))
+    return jnp.mean(jnp.sum((s * pred + eps) ** 2, axis=tuple(range(1, x0.ndim))))
 
 
 def fit_steps(net, opt_state, optimizer, sde, data, key, n_steps: int, batch_size: int, cond=None):
@@ -64,16 +67,21 @@ def train_score_network(net, sde, data, *, key, n_steps: int = 2000, batch_size:
                         cond=None, optimizer=None, progress: bool = True, chunk: int = 100):
     r"""Train (or warm-start, by passing a previously trained ``net``) a score network by DSM.
 
-    **Arguments:** ``net`` (e.g. :class:`~assimilax.diffusion.MLPScore`); ``sde``; ``data``
-    ``(n, d)`` samples of :math:`p_0`; ``key``; ``n_steps``; ``batch_size``; ``learning_rate``
-    (Adam with cosine decay unless ``optimizer`` is given); ``cond`` ``(n, c)`` conditioning
-    inputs paired with ``data``; ``progress`` shows a tqdm bar (chunks of ``chunk`` steps run
-    under one jitted ``lax.scan``).
+    **Arguments:** ``net`` (e.g. :class:`~assimilax.diffusion.MLPScore` or
+    :class:`~assimilax.diffusion.UNet`); ``sde``; ``data`` ``(n, d)`` samples of :math:`p_0`
+    (fields ``(n, C, *spatial)`` for a ``UNet``); ``key``; ``n_steps``; ``batch_size``;
+    ``learning_rate`` (Adam with cosine decay unless ``optimizer`` is given); ``cond`` ``(n, c)``
+    (or ``(n, c, *spatial)``) conditioning inputs paired with ``data``; ``progress`` shows a tqdm
+    bar (chunks of ``chunk`` steps run under one jitted ``lax.scan``).
 
     **Returns:** ``(net, losses)`` with ``losses`` ``(n_steps,)`` (NumPy).
     """
     data = jnp.asarray(data)
-    if data.ndim != 2 or data.shape[1] != net.dim:
+    if hasattr(net, "check_sample_shape"):  # field networks (UNet): data (n, C, *spatial)
+        if data.ndim < 2:
+            raise ValueError(f"data must have shape (n, C, *spatial), got {data.shape}")
+        net.check_sample_shape(data.shape[1:], name="each sample of data")
+    elif data.ndim != 2 or data.shape[1] != net.dim:
         raise ValueError(f"data must have shape (n, {net.dim}), got {data.shape}")
     if optimizer is None:
         optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
