@@ -204,6 +204,14 @@ def _log(msg):
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
+def _log_pair(label, d_rmse, d_time, a_rmse, a_time, failure=None):
+    """One progress line: DAPPER and assimilax RMSE and ms per cycle for one run."""
+    a_r = "None" if a_rmse is None else round(a_rmse, 3)
+    a_t = "—" if a_time is None else f"{a_time * 1e3:.3f}"
+    _log(f"  {label}: DAPPER rmse {d_rmse:.3f} ({d_time * 1e3:.2f} ms/cycle) | assimilax rmse {a_r} ({a_t} ms/cycle)"
+         + (f" FAILED {failure}" if failure else ""))
+
+
 def _rmse_time_mean(means, truth, mask):
     import numpy as np
 
@@ -370,11 +378,7 @@ def run_lorenz(pl, problems):
                     failure = f"{type(e).__name__}: {e}"
                     a_rmse.append(None)
                     a_time.append(None)
-                _log(f"  {case.method} seed {seed}: DAPPER rmse {d_rmse[-1]:.3f} "
-                     f"({d_time[-1] * 1e3:.2f} ms/cycle) | assimilax rmse "
-                     f"{a_rmse[-1] if a_rmse[-1] is None else round(a_rmse[-1], 3)} "
-                     f"({'—' if a_time[-1] is None else f'{a_time[-1] * 1e3:.3f}'} ms/cycle)"
-                     + (f" FAILED {failure}" if failure else ""))
+                _log_pair(f"{case.method} seed {seed}", d_rmse[-1], d_time[-1], a_rmse[-1], a_time[-1], failure)
             common = dict(problem=problem, method=case.method, dim=int(X0_mu.shape[0]),
                           seeds=list(pl["seeds"]), published_rmse=case.published_rmse,
                           n_cycles=n_an, n_averaged=int(masko.sum()))
@@ -497,10 +501,7 @@ def run_arctan(pl):
                 failure = f"{type(e).__name__}: {e}"
                 a_rmse.append(None)
                 a_time.append(None)
-            _log(f"  d={d} seed {seed}: DAPPER rmse {d_rmse[-1]:.3f} ({d_time[-1] * 1e3:.2f} ms/cycle) | "
-                 f"assimilax rmse {a_rmse[-1] if a_rmse[-1] is None else round(a_rmse[-1], 3)} "
-                 f"({'—' if a_time[-1] is None else f'{a_time[-1] * 1e3:.3f}'} ms/cycle)"
-                 + (f" FAILED {failure}" if failure else ""))
+            _log_pair(f"d={d} seed {seed}", d_rmse[-1], d_time[-1], a_rmse[-1], a_time[-1], failure)
         common = dict(problem=ARCTAN, method=method, dim=int(d), seeds=list(a["seeds"]), published_rmse=None,
                       n_cycles=a["cycles"], n_averaged=a["last"])
         m, s = _summary(d_rmse)

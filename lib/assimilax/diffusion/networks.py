@@ -61,14 +61,21 @@ class MLPScore(eqx.Module):
             if cond is None:
                 raise ValueError(f"this network expects a conditioning input of size {self.cond_dim}")
             parts.append(cond)
-        out = self.mlp(jnp.concatenate(parts))
-        if self.sde is None:
-            return out
-        a, s2 = self.sde.alpha(t), self.sde.sigma2(t)
-        score = -out / jnp.sqrt(s2)
-        if self.gaussian_skip:
-            score = score - x / (a**2 + s2)
-        return score
+        return output_to_score(self.mlp(jnp.concatenate(parts)), x, t, self.sde, self.gaussian_skip)
+
+
+def output_to_score(out, x, t, sde=None, gaussian_skip: bool = True):
+    r"""A network's raw output as a score: ``out`` itself without ``sde``; otherwise ``out`` is read
+    as the predicted noise, :math:`s = -\text{out}/\sigma_t`, minus
+    :math:`x/(\alpha_t^2+\sigma_t^2)` (the exact score of a diffused standard normal) when
+    ``gaussian_skip``. Shared by :class:`MLPScore` and :class:`~assimilax.diffusion.UNet`."""
+    if sde is None:
+        return out
+    a, s2 = sde.alpha(t), sde.sigma2(t)
+    score = -out / jnp.sqrt(s2)
+    if gaussian_skip:
+        score = score - x / (a**2 + s2)
+    return score
 
 
 def batch_score(net, cond=None):
@@ -87,4 +94,4 @@ def batch_score(net, cond=None):
     return score
 
 
-__all__ = ["FourierTimeEmbedding", "MLPScore", "batch_score"]
+__all__ = ["FourierTimeEmbedding", "MLPScore", "batch_score", "output_to_score"]

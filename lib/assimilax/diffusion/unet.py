@@ -60,7 +60,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .networks import FourierTimeEmbedding
+from .networks import FourierTimeEmbedding, output_to_score
 
 _PAD_MODES = {"circular": "wrap", "zeros": "constant"}
 
@@ -336,14 +336,7 @@ class UNet(eqx.Module):
             if k < K:
                 h = _upsample2(h)
             h = self.up[k](jnp.concatenate([h, skips[k]], axis=0), emb)
-        out = self.out_conv(jax.nn.silu(self.out_norm(h)))
-        if self.sde is None:
-            return out
-        a, s2 = self.sde.alpha(t), self.sde.sigma2(t)
-        score = -out / jnp.sqrt(s2)
-        if self.gaussian_skip:
-            score = score - x / (a**2 + s2)
-        return score
+        return output_to_score(self.out_conv(jax.nn.silu(self.out_norm(h))), x, t, self.sde, self.gaussian_skip)
 
 
 __all__ = ["UNet"]
