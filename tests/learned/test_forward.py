@@ -64,3 +64,29 @@ def test_stencil_forward_learns_lorenz96_step():
     err = float(jnp.sqrt(jnp.mean((jax.vmap(F)(Xt) - Yt) ** 2)))
     persistence = float(jnp.sqrt(jnp.mean((Xt - Yt) ** 2)))
     assert err < 0.2 * persistence, (err, persistence)
+
+
+def test_stencil_score_and_innovation_analysis_are_equivariant():
+    """The residual score network and the innovation-channel analysis commute with the shifts that
+    map the observed set (every other site) to itself; a wrong cond_dim is refused."""
+    from assimilax.diffusion import VPSDE
+    from assimilax.learned import ResidualDiffusion, StencilScore
+    d, idx = 12, np.arange(0, 12, 2)
+    net = StencilScore(d, idx, VPSDE(), radius=2, width=8, key=jax.random.PRNGKey(0))
+    x = jax.random.normal(jax.random.PRNGKey(1), (d,))
+    y = jax.random.normal(jax.random.PRNGKey(2), (6,))
+    u = jax.random.normal(jax.random.PRNGKey(3), (d,))
+    c, c_shift = jnp.concatenate([y, u]), jnp.concatenate([jnp.roll(y, 1), jnp.roll(u, 2)])
+    np.testing.assert_allclose(net(jnp.roll(x, 2), 0.3, c_shift), jnp.roll(net(x, 0.3, c), 2), atol=1e-12)
+    assert not np.allclose(net(jnp.roll(x, 1), 0.3, c), jnp.roll(net(x, 0.3, c), 1))
+    T = StencilAnalysis(d, idx, radius=2, width=8, obs_fn="arctan", key=jax.random.PRNGKey(4))
+    np.testing.assert_allclose(T(jnp.roll(u, 2), jnp.roll(y, 1)), jnp.roll(T(u, y), 2), atol=1e-12)
+    T_lin = StencilAnalysis(d, idx, radius=2, width=8, obs_fn="identity", key=jax.random.PRNGKey(4))
+    assert T_lin.mlp.layers[0].weight.shape[1] == 4 * 5
+    with pytest.raises(ValueError, match="obs_fn"):
+        StencilAnalysis(d, idx, obs_fn="tanh", key=jax.random.PRNGKey(4))
+    rd = ResidualDiffusion(d, 6 + d, width=8, depth=1, n_sample_steps=3, obs_indices=idx, radius=2,
+                           key=jax.random.PRNGKey(5))
+    assert rd.sample(jnp.tile(c, (4, 1)), key=jax.random.PRNGKey(6)).shape == (4, d)
+    with pytest.raises(ValueError, match="cond_dim"):
+        ResidualDiffusion(d, d, obs_indices=idx, key=jax.random.PRNGKey(5))

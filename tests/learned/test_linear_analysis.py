@@ -135,21 +135,70 @@ def test_bad_inputs_are_refused(system):
     assert isinstance(ModelForward(model), ModelForward)
 
 
-def test_driver_with_residual_sampler_shapes_and_mean_cycling(system):
-    """With cycle_mean=True every member is the same deterministic analysis plus a residual draw:
-    forecast spread 0 and (members - residuals) identical; member-wise cycling spreads forecasts."""
+def test_driver_with_residual_sampler_cycle_modes(system):
+    """cycle="analysis": the forecast is F(u_tilde_{t-1}) of the deterministic cycle, identical to the
+    residual-free run (draws are never fed back), and members minus their mean spread around it;
+    cycle="mean" feeds the mean of the members back; "members" spreads the forecasts."""
     from assimilax.learned import ResidualDiffusion
     model, obs, A, Q, H, R, Pf, Pa, K = system
     T = LinearAnalysis.from_gain(jnp.asarray(K), jnp.asarray(H))
     rd = ResidualDiffusion(10, 15, width=8, depth=1, n_sample_steps=5, key=jax.random.PRNGKey(0))
-    ys = jnp.zeros((6, 5))
+    ys = jax.random.normal(jax.random.PRNGKey(3), (6, 5))
     ens0 = jax.random.normal(jax.random.PRNGKey(1), (4, 10))
-    res = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd, cycle_mean=True)
+    res = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd, cycle="analysis")
+    det = learned_filter(model, T, ys, ens0.mean(axis=0), key=jax.random.PRNGKey(2))
     assert res.ensembles.shape == (6, 4, 10) and res.analysis_spread.shape == (6,)
     np.testing.assert_allclose(res.forecast_spread, 0.0, atol=1e-12)
+    np.testing.assert_allclose(res.forecast_mean, det.forecast_mean, atol=1e-12)
     assert float(jnp.min(res.analysis_spread)) > 0.0
+    assert not np.allclose(res.analysis_mean, det.analysis_mean)  # the draws do move the members
+    # "mean": the next forecast starts from the mean of the analysis members (NumPy reference)
+    rm = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd, cycle="mean")
+    np.testing.assert_allclose(rm.forecast_mean[1:], np.asarray(rm.analysis_mean[:-1]) @ A.T, atol=1e-10)
     res2 = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd)
     assert float(jnp.min(res2.forecast_spread)) > 0.0
     with pytest.raises(ValueError, match="cond_dim"):
         learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2),
                        residual=ResidualDiffusion(10, 14, width=8, depth=1, key=jax.random.PRNGKey(0)))
+    with pytest.raises(ValueError, match="cycle"):
+        learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), cycle="mean-field")
+
+
+def test_perturbed_analysis_pairs_have_the_forecast_error_law(system):
+    """u^F = A(u_ref_{t-1} + sigma xi) with the true linear model: the forecast error
+    u^F - u_ref_t = A sigma xi - eps_t has covariance sigma^2 A A^T + Q (independent NumPy
+    reference); with sigma = 0 it is Q alone."""
+    model, obs, A, Q, H, R, Pf, Pa, K = system
+    x0s = jax.random.normal(jax.random.PRNGKey(7), (10, 10))
+    data = generate_trajectories(model, obs, x0s, 400, key=jax.random.PRNGKey(8))
+    for sigma in (0.0, 0.5):
+        uf, y, x = (np.asarray(a) for a in analysis_pairs(model, data, perturb_std=sigma, key=jax.random.PRNGKey(9)))
+        C = np.cov((uf - x).T)
+        ref = sigma**2 * A @ A.T + Q
+        # 4000 draws: the entries of a sample covariance have se <= sqrt(2/n) * max var ~ 0.006
+        np.testing.assert_allclose(C, ref, atol=0.03)
+    with pytest.raises(ValueError, match="key"):
+        analysis_pairs(model, data, perturb_std=0.5)
+
+
+def test_dagger_training_moves_the_gain_from_one_step_to_steady_state(system):
+    """fit_cycled_analysis with perturb_std=0 starts from the notes' pairs, whose least-squares
+    optimum is the one-step gain K_Q (test above); each DAgger round adds the forecasts of the
+    operator's own cycle, whose errors have the steady-state statistics once the gain is right.
+    The learned W_y must end much closer to the NumPy steady-state gain K_ss than the notes' fit
+    (the gap |K_Q - K_ss| is ~20 standard errors at this sample size)."""
+    from assimilax.learned import fit_cycled_analysis
+    model, obs, A, Q, H, R, Pf, Pa, K = system
+    KQ = np.linalg.solve(H @ Q @ H.T + R, H @ Q).T
+    x0s = jax.random.normal(jax.random.PRNGKey(11), (16, 10))
+    data = generate_trajectories(model, obs, x0s, 200, key=jax.random.PRNGKey(12))
+    kw = dict(key=jax.random.PRNGKey(13), n_steps=1500, round_steps=1500, batch_size=256, learning_rate=3e-2,
+              round_learning_rate=1e-2, progress=False)
+    T0, h0 = fit_cycled_analysis(LinearAnalysis(10, 5), model, data, n_rounds=0, **kw)
+    T3, h3 = fit_cycled_analysis(LinearAnalysis(10, 5), model, data, n_rounds=4, **kw)
+    gap = np.abs(KQ - K).max()
+    err0, err3 = np.abs(np.asarray(T0.Wy) - K).max(), np.abs(np.asarray(T3.Wy) - K).max()
+    print(f"|K_Q - K_ss| {gap:.3f}; notes' fit {err0:.3f}; after 4 DAgger rounds {err3:.3f}")
+    assert np.abs(np.asarray(T0.Wy) - KQ).max() < 0.25 * gap  # the notes' pairs give K_Q
+    assert err3 < 0.5 * err0
+    assert len(h3["cycled_forecast_rmse"]) == 4 and h3["pairs"][0].shape[0] == 5 * 16 * 200 - 4 * 16 * 5

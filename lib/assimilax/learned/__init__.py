@@ -1,19 +1,19 @@
 r"""Learned forward models and analysis operators (the 11/13/25 proposal): a forward model
 :math:`F_\theta`, a coarse deterministic analysis :math:`T_\psi` and a probabilistic residual
 :math:`p_\phi` built on :mod:`assimilax.diffusion`, cycled by :func:`learned_filter`."""
-from .analysis import (ForecastAnalysis, LinearAnalysis, MLPAnalysis, ResidualDiffusion, StencilAnalysis,
+from .analysis import (ForecastAnalysis, LinearAnalysis, MLPAnalysis, ResidualDiffusion, StencilAnalysis, StencilScore,
                        fit_linear_analysis, fit_residual_diffusion, residual_condition)
 from .cycling import learned_filter
 from .data import (TrajectoryData, analysis_pairs, cycled_analysis_pairs, forward_pairs, generate_trajectories,
                    split_trajectories)
 from .forward import LinearForward, MLPForward, ModelForward, StencilForward, as_forward, ring_windows
-from .training import fit_regression
+from .training import fit_cycled_analysis, fit_regression
 
 __all__ = [
     "LinearForward", "MLPForward", "StencilForward", "ModelForward", "as_forward", "ring_windows",
-    "ForecastAnalysis", "LinearAnalysis", "fit_linear_analysis", "MLPAnalysis", "StencilAnalysis",
+    "ForecastAnalysis", "LinearAnalysis", "fit_linear_analysis", "MLPAnalysis", "StencilAnalysis", "StencilScore",
     "ResidualDiffusion", "fit_residual_diffusion", "residual_condition",
-    "learned_filter", "fit_regression",
+    "learned_filter", "fit_regression", "fit_cycled_analysis",
     "TrajectoryData", "generate_trajectories", "split_trajectories", "forward_pairs", "analysis_pairs",
     "cycled_analysis_pairs",
 ]

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import check_finite, check_positive_int, check_shape
-from ..diffusion import MLPScore, VPSDE, batch_score, euler_maruyama, probability_flow_heun, train_score_network
+from ..diffusion import (FourierTimeEmbedding, MLPScore, VPSDE, batch_score, euler_maruyama, probability_flow_heun,
+                         train_score_network)
 from .forward import ring_windows
 
 
@@ -143,17 +144,28 @@ class MLPAnalysis(eqx.Module):
         return u_f + self.scale * self.mlp(jnp.concatenate([u_f / self.scale, y / self.obs_scale]))
 
 
+_ELEMENTWISE = {"identity": lambda z: z, "arctan": jnp.arctan, "cubic": lambda z: z**3}
+
+
 class StencilAnalysis(eqx.Module):
     r"""Translation-equivariant local analysis on a periodic ring.
 
     The observations are scattered onto the grid (``obs_indices``; zero elsewhere) beside a mask
     channel :math:`\mathbb 1[i \text{ observed}]`; the same MLP maps the window of radius ``r``
-    of the three channels :math:`(u^F/s,\ y/s_y,\ \text{mask})` to the increment at each site:
+    of the channels :math:`(u^F/s,\ y/s_y,\ \text{mask})` to the increment at each site:
 
     .. math:: T_\psi(u^F, y)_i = u^F_i + s\, g_\psi\big(\text{window}_i\big).
 
+    With ``obs_fn`` (the observation operator acting *element-wise* on the observed sites,
+    ``"identity"``, ``"arctan"``, ``"cubic"`` or a callable) a fourth channel holds the
+    innovation :math:`(y - h(u^F))/s_y` at the observed sites, the input of the Kalman analysis
+    :eq:`kalman-analysis`; a linear gain is then one layer away, and training needs far fewer
+    steps. Without it the network has to learn :math:`h` itself.
+
     **Arguments:** ``dim`` d, ``obs_indices`` (grid index of each observed component, length m),
-    ``radius=3``, ``width=32``, ``depth=2``, ``scale``, ``obs_scale``, ``key``.
+    ``radius=3``, ``width=32``, ``depth=2``, ``scale``, ``obs_scale``, ``obs_fn=None``, ``key``,
+    ``dtype`` of the weights (``None``: JAX's default; ``jnp.float32`` halves the CPU cost under
+    x64).
     """
 
     mlp: eqx.nn.MLP
@@ -162,25 +174,93 @@ class StencilAnalysis(eqx.Module):
     radius: int = eqx.field(static=True)
     scale: float = eqx.field(static=True)
     obs_scale: float = eqx.field(static=True)
+    obs_fn: object = eqx.field(static=True)
 
     def __init__(self, dim: int, obs_indices: Sequence[int], radius: int = 3, width: int = 32, depth: int = 2,
-                 scale: float = 1.0, obs_scale: float = 1.0, *, key):
-        idx = tuple(int(i) for i in np.asarray(obs_indices).reshape(-1))
-        if not idx or min(idx) < 0 or max(idx) >= dim:
-            raise ValueError(f"obs_indices must be non-empty and within [0, {dim}), got {obs_indices!r}")
-        self.mlp = eqx.nn.MLP(3 * (2 * radius + 1), "scalar", width, depth, activation=jax.nn.silu, key=key)
+                 scale: float = 1.0, obs_scale: float = 1.0, obs_fn=None, *, key, dtype=None):
+        idx = _check_indices(obs_indices, dim)
+        if isinstance(obs_fn, str):
+            if obs_fn not in _ELEMENTWISE:
+                raise ValueError(f"obs_fn must be one of {sorted(_ELEMENTWISE)} or a callable, got {obs_fn!r}")
+            obs_fn = _ELEMENTWISE[obs_fn]
+        n_ch = 3 if obs_fn is None else 4
+        self.mlp = eqx.nn.MLP(n_ch * (2 * radius + 1), "scalar", width, depth, activation=jax.nn.silu, key=key,
+                              dtype=dtype)
         self.obs_indices, self.dim, self.radius = idx, int(dim), int(radius)
-        self.scale, self.obs_scale = float(scale), float(obs_scale)
+        self.scale, self.obs_scale, self.obs_fn = float(scale), float(obs_scale), obs_fn
 
     def __call__(self, u_f, y):
         idx = jnp.asarray(self.obs_indices)
         yfield = jnp.zeros(self.dim, u_f.dtype).at[idx].set(y / self.obs_scale)
         mask = jnp.zeros(self.dim, u_f.dtype).at[idx].set(1.0)
-        win = ring_windows(jnp.stack([u_f / self.scale, yfield, mask]), self.radius)
+        chans = [u_f / self.scale, yfield, mask]
+        if self.obs_fn is not None:
+            innov = (y - self.obs_fn(u_f[idx])) / self.obs_scale
+            chans.append(jnp.zeros(self.dim, u_f.dtype).at[idx].set(innov.astype(u_f.dtype)))
+        win = ring_windows(jnp.stack(chans), self.radius)
         return u_f + self.scale * jax.vmap(self.mlp)(win)
 
 
+def _check_indices(obs_indices, dim):
+    idx = tuple(int(i) for i in np.asarray(obs_indices).reshape(-1))
+    if not idx or min(idx) < 0 or max(idx) >= dim:
+        raise ValueError(f"obs_indices must be non-empty and within [0, {dim}), got {obs_indices!r}")
+    return idx
+
+
 # ----------------------------------------------------------------------------- probabilistic p_phi
+class StencilScore(eqx.Module):
+    r"""Local, translation-equivariant conditional score network on a periodic ring, for the
+    residual model :math:`p_\phi(r \mid y, \tilde u)` of a spatially extended state (Lorenz-96).
+
+    The conditioning vector is :func:`residual_condition`'s :math:`c = (y, \tilde u)`; the
+    observations are scattered onto the grid (``obs_indices``) beside a mask. One MLP, shared by
+    all sites, maps the window of radius ``r`` of the four channels
+    :math:`(x_t, \tilde u, y, \text{mask})` and Fourier features of the diffusion time to the
+    noise prediction :math:`\hat\varepsilon_i` at site :math:`i`, and (as
+    :class:`~assimilax.diffusion.MLPScore` with ``sde``)
+
+    .. math:: s_\theta(x_t, t, c)_i = -\hat\varepsilon_i/\sigma_t - x_{t,i}/(\alpha_t^2+\sigma_t^2).
+
+    The parameter count does not depend on ``d``, and every site is a training example, so a
+    few hundred states train it where a dense ``d``-dimensional MLP score is far harder to learn.
+
+    **Arguments:** ``dim`` d, ``obs_indices`` (length m), ``sde``, ``radius=3``, ``width=64``,
+    ``depth=2``, ``n_freq=8``, ``key``, ``dtype``. ``__call__(x (d,), t, cond (m + d,)) -> (d,)``.
+    """
+
+    embed: FourierTimeEmbedding
+    mlp: eqx.nn.MLP
+    sde: eqx.Module
+    obs_indices: tuple = eqx.field(static=True)
+    dim: int = eqx.field(static=True)
+    cond_dim: int = eqx.field(static=True)
+    radius: int = eqx.field(static=True)
+
+    def __init__(self, dim: int, obs_indices: Sequence[int], sde, radius: int = 3, width: int = 64, depth: int = 2,
+                 n_freq: int = 8, *, key, dtype=None):
+        idx = _check_indices(obs_indices, dim)
+        k1, k2 = jax.random.split(key)
+        self.embed = FourierTimeEmbedding(n_freq, 4.0, key=k1)
+        self.mlp = eqx.nn.MLP(4 * (2 * radius + 1) + 2 * n_freq, "scalar", width, depth, activation=jax.nn.silu,
+                              key=k2, dtype=dtype)
+        self.sde, self.obs_indices, self.dim, self.radius = sde, idx, int(dim), int(radius)
+        self.cond_dim = len(idx) + int(dim)
+
+    def __call__(self, x, t, cond):
+        m = len(self.obs_indices)
+        idx = jnp.asarray(self.obs_indices)
+        wd = self.mlp.layers[0].weight.dtype  # compute in the weights' dtype
+        xw, cw = x.astype(wd), cond.astype(wd)
+        yfield = jnp.zeros(self.dim, wd).at[idx].set(cw[:m])
+        mask = jnp.zeros(self.dim, wd).at[idx].set(1.0)
+        win = ring_windows(jnp.stack([xw, cw[m:], yfield, mask]), self.radius)
+        emb = jnp.broadcast_to(self.embed(t).astype(wd), (self.dim, self.embed.freqs.shape[0] * 2))
+        eps = jax.vmap(self.mlp)(jnp.concatenate([win, emb], axis=1)).astype(x.dtype)
+        a, s2 = self.sde.alpha(t), self.sde.sigma2(t)
+        return (-eps / jnp.sqrt(s2) - x / (a**2 + s2)).astype(x.dtype)
+
+
 def residual_condition(y, u_tilde):
     r"""The conditioning vector of :math:`p_\phi`: :math:`c = (y, \tilde u)`, ``(m + d,)``."""
     return jnp.concatenate([y, u_tilde], axis=-1)
@@ -191,7 +271,8 @@ class ResidualDiffusion(eqx.Module):
     :math:`p_\phi(r \mid c)`, :math:`c = (y_t, \tilde u_t)` :cite:`mardani2025residual,song2021scorebased`.
 
     Built on :mod:`assimilax.diffusion`: an :class:`~assimilax.diffusion.MLPScore` with
-    ``cond_dim = m + d`` learns the score of the *standardised* residual
+    ``cond_dim = m + d`` (or, with ``obs_indices`` given, the local :class:`StencilScore` of
+    window ``radius``) learns the score of the *standardised* residual
     :math:`(r - \mu_r)/\sigma_r` given the standardised condition, trained by denoising score
     matching (:func:`fit_residual_diffusion`) and sampled with reverse-time Euler--Maruyama
     (:meth:`sample`). Standardisation constants are stored in the Module.
@@ -201,7 +282,8 @@ class ResidualDiffusion(eqx.Module):
     ``VPSDE()``), ``n_sample_steps=50`` (reverse-time steps per draw), ``sampler`` (``"heun"``:
     Heun on the probability-flow ODE from a Gaussian draw at ``t_max``, two score evaluations per
     step and far less discretisation bias at few steps; ``"em"``: reverse-SDE Euler--Maruyama),
-    ``key``.
+    ``key``; ``obs_indices``, ``radius``: use :class:`StencilScore` (ring-shaped states);
+    ``dtype`` of the weights and standardisation constants.
     """
 
     net: MLPScore
@@ -216,21 +298,31 @@ class ResidualDiffusion(eqx.Module):
     sampler: str = eqx.field(static=True)
 
     def __init__(self, dim: int, cond_dim: int, width: int = 128, depth: int = 3, sde=None,
-                 n_sample_steps: int = 50, sampler: str = "heun", *, key):
+                 n_sample_steps: int = 50, sampler: str = "heun", *, key, obs_indices=None, radius: int = 3,
+                 dtype=None):
         if sampler not in ("heun", "em"):
             raise ValueError(f"sampler must be 'heun' or 'em', got {sampler!r}")
         self.sampler = sampler
         sde = VPSDE() if sde is None else sde
-        self.net = MLPScore(dim, cond_dim, width=width, depth=depth, sde=sde, key=key)
+        if obs_indices is None:
+            self.net = MLPScore(dim, cond_dim, width=width, depth=depth, sde=sde, key=key)
+        else:
+            self.net = StencilScore(dim, obs_indices, sde, radius=radius, width=width, depth=depth, key=key,
+                                    dtype=dtype)
+            if self.net.cond_dim != cond_dim:
+                raise ValueError(f"a stencil residual model is conditioned on (y, u_tilde): cond_dim must be "
+                                 f"len(obs_indices) + dim = {self.net.cond_dim}, got {cond_dim}")
         self.sde = sde
-        self.r_mean, self.r_std = jnp.zeros(dim), jnp.ones(dim)
-        self.c_mean, self.c_std = jnp.zeros(cond_dim), jnp.ones(cond_dim)
+        self.r_mean, self.r_std = jnp.zeros(dim, dtype), jnp.ones(dim, dtype)
+        self.c_mean, self.c_std = jnp.zeros(cond_dim, dtype), jnp.ones(cond_dim, dtype)
         self.dim, self.cond_dim, self.n_sample_steps = int(dim), int(cond_dim), int(n_sample_steps)
 
     def sample(self, conds, *, key, n_steps: int | None = None):
         r"""One residual per condition. ``conds`` ``(n, cond_dim)`` -> ``(n, dim)``."""
         n_steps = self.n_sample_steps if n_steps is None else n_steps
-        dtype = self.r_std.dtype
+        # the samplers' SDE coefficients come in JAX's default float; integrate in it (the
+        # network casts to its own weights' dtype) so that the scan carry keeps one dtype
+        dtype = jnp.promote_types(self.r_std.dtype, jnp.result_type(float))
         c = ((conds - self.c_mean[None, :]) / self.c_std[None, :]).astype(dtype)
         k1, k2 = jax.random.split(key)
         std_T = self.sde.prior_std(1.0)
@@ -260,6 +352,8 @@ def fit_residual_diffusion(model: ResidualDiffusion, residuals, conds, *, key, n
     check_shape(c, (r.shape[0], model.cond_dim), "conds")
     check_finite(r, "residuals")
     check_finite(c, "conds")
+    dt = model.r_std.dtype
+    r, c = r.astype(dt), c.astype(dt)
     r_mean, r_std = jnp.mean(r, axis=0), jnp.std(r, axis=0) + 1e-8
     c_mean, c_std = jnp.mean(c, axis=0), jnp.std(c, axis=0) + 1e-8
     net, losses = train_score_network(model.net, model.sde, (r - r_mean[None, :]) / r_std[None, :], key=key,
@@ -271,4 +365,4 @@ def fit_residual_diffusion(model: ResidualDiffusion, residuals, conds, *, key, n
 
 
 __all__ = ["ForecastAnalysis", "LinearAnalysis", "fit_linear_analysis", "MLPAnalysis", "StencilAnalysis",
-           "residual_condition", "ResidualDiffusion", "fit_residual_diffusion"]
+           "StencilScore", "residual_condition", "ResidualDiffusion", "fit_residual_diffusion"]

@@ -13,10 +13,10 @@ true :class:`~assimilax.models.DynamicalModel` (wrapped in
 :class:`~assimilax.learned.ResidualDiffusion` or ``None`` (deterministic analysis). The
 ablations of the chapter are configurations of this one driver:
 
-* two-stage: ``analysis=T_psi, residual=p_phi``;
+* two-stage: ``analysis=T_psi, residual=p_phi, cycle="analysis"``;
 * :math:`T_\psi` only: ``residual=None``;
-* one-stage conditional diffusion: ``analysis=ForecastAnalysis()`` and a residual model trained
-  on :math:`u^{ref} - u^F` conditioned on :math:`(y, u^F)`;
+* one-stage conditional diffusion: ``analysis=ForecastAnalysis()``, ``cycle="mean"`` and a
+  residual model trained on :math:`u^{ref} - u^F` conditioned on :math:`(y, u^F)`;
 * true forward model: ``forward=model``.
 
 The result is an :class:`~assimilax.filters.EnsembleFilterResult`, the type of every ensemble
@@ -42,7 +42,7 @@ def _spread(E):
 
 def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residual=None, n_members: int | None = None,
                    steps_per_obs: int = 1, model_noise: bool = False, store_ensembles: bool = True,
-                   residual_steps: int | None = None, cycle_mean: bool = False) -> EnsembleFilterResult:
+                   residual_steps: int | None = None, cycle: str = "members") -> EnsembleFilterResult:
     r"""Cycle a forward model and a (learned) analysis through the observations.
 
     **Arguments:**
@@ -59,17 +59,31 @@ def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residua
     - ``model_noise``: draw the true model's noise in the forecast (only for a wrapped
       :class:`~assimilax.models.DynamicalModel` with ``noise_cov``).
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
-    - ``cycle_mean``: forecast and analyse only the ensemble mean,
-      :math:`\tilde u_t = T(F(\bar u^A_{t-1}), y_t)`, and draw the members as
-      :math:`\tilde u_t + r^i_t` — the deterministic cycle on which a residual model trained with
-      :func:`~assimilax.learned.cycled_analysis_pairs` was fitted (member-wise cycling instead adds
-      the propagated member spread to a residual that already holds the total error).
+    - ``cycle``: what the next forecast starts from.
+
+      * ``"members"`` (default): every member is forecast and analysed,
+        :math:`u^{A,i}_t = T(F(u^{A,i}_{t-1}), y_t) + r^i_t`. With a residual model trained on
+        the total error of a deterministic cycle this counts the forecast uncertainty twice
+        (the propagated member spread *and* the residual).
+      * ``"analysis"``: cycle the *deterministic* analysis only,
+        :math:`\tilde u_t = T(F(\tilde u_{t-1}), y_t)` (started from the mean of ``ensemble0``),
+        and draw the members as :math:`u^{A,i}_t = \tilde u_t + r^i_t`. This is exactly the cycle
+        on which a two-stage residual model trained with
+        :func:`~assimilax.learned.cycled_analysis_pairs` was fitted: the draws describe the
+        uncertainty of :math:`\tilde u_t` and are never fed back (feeding back their sample
+        mean adds Monte Carlo noise and any bias of :math:`p_\phi` to the next forecast).
+      * ``"mean"``: forecast the mean of the analysis members,
+        :math:`u^F_t = F(\overline{u^A_{t-1}})`. This is the cycle of the *one-stage* model
+        (``analysis=ForecastAnalysis()``), whose deterministic part ignores ``y``, so the
+        conditional mean estimated by the members must drive the next forecast.
 
     **Returns:** :class:`~assimilax.filters.EnsembleFilterResult` (spreads are zero for ``N = 1``).
     Raises :class:`~assimilax.FilterDivergenceError` if the analysis mean becomes non-finite.
     """
     forward = as_forward(forward, steps_per_obs)
     check_positive_int(steps_per_obs, "steps_per_obs")
+    if cycle not in ("members", "analysis", "mean"):
+        raise ValueError(f"cycle must be 'members', 'analysis' or 'mean', got {cycle!r}")
     E0 = jnp.asarray(ensemble0)
     if E0.ndim == 1:
         N = 1 if n_members is None else n_members
@@ -96,22 +110,25 @@ def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residua
     E0 = E0.astype(ys.dtype) if jnp.issubdtype(ys.dtype, jnp.floating) else E0
     res = _learned_filter(forward, analysis, residual, ys, E0, key, model_noise=bool(model_noise),
                           store_ensembles=bool(store_ensembles), residual_steps=residual_steps,
-                          cycle_mean=bool(cycle_mean))
+                          cycle=cycle)
     raise_if_diverged(res.analysis_mean, "learned_filter")
     return res
 
 
 @eqx.filter_jit
 def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, store_ensembles, residual_steps,
-                    cycle_mean):
+                    cycle):
     N = E0.shape[0]
     is_model = isinstance(forward, ModelForward)
     dt = forward.model.dt * forward.steps_per_obs if is_model else 1.0
 
-    def cycle(E, inp):
+    def step(carry, inp):
+        E, u_det = carry
         t_idx, y, k = inp
         kf, kr = jax.random.split(k)
-        if cycle_mean:
+        if cycle == "analysis":
+            E = u_det
+        elif cycle == "mean":
             E = jnp.mean(E, axis=0, keepdims=True)
         if is_model and model_noise:
             EF = jax.vmap(lambda x, kk: forward(x, t_idx * dt, key=kk))(E, jax.random.split(kf, E.shape[0]))
@@ -120,16 +137,18 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
         else:
             EF = jax.vmap(forward)(E)
         U = jax.vmap(analysis, in_axes=(0, None))(EF, y)
-        if cycle_mean:
+        u_det = U if cycle == "analysis" else u_det
+        if cycle != "members":
             U = jnp.broadcast_to(U, (N, U.shape[1]))
         if residual is not None:
             conds = jax.vmap(residual_condition, in_axes=(None, 0))(y, U)
             U = U + residual.sample(conds, key=kr, n_steps=residual_steps).astype(U.dtype)
         out = (jnp.mean(U, axis=0), _spread(U), jnp.mean(EF, axis=0), _spread(EF), U if store_ensembles else None)
-        return U, out
+        return (U, u_det), out
 
     T = ys.shape[0]
-    _, (ma, sa, mf, sf, ens) = jax.lax.scan(cycle, E0, (jnp.arange(T), ys, jax.random.split(key, T)))
+    carry0 = (E0, jnp.mean(E0, axis=0, keepdims=True))
+    _, (ma, sa, mf, sf, ens) = jax.lax.scan(step, carry0, (jnp.arange(T), ys, jax.random.split(key, T)))
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 

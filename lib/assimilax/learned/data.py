@@ -85,11 +85,26 @@ def forward_pairs(data: TrajectoryData):
     return _previous_states(data).reshape(-1, d), data.states.reshape(-1, d)
 
 
-def analysis_pairs(forward, data: TrajectoryData, *, steps_per_obs: int = 1):
-    r"""``(forecasts, observations, targets)`` with :math:`u^F_t = F(u^{ref}_{t-1})`, shapes
-    ``(n T, d), (n T, m), (n T, d)``. ``forward`` is a learned model or a DynamicalModel."""
+def analysis_pairs(forward, data: TrajectoryData, *, steps_per_obs: int = 1, perturb_std=0.0, key=None):
+    r"""``(forecasts, observations, targets)`` with :math:`u^F_t = F(u^{ref}_{t-1} + \sigma\xi_t)`,
+    :math:`\xi_t \sim \mathcal N(0, I)`, shapes ``(n T, d), (n T, m), (n T, d)``. ``forward`` is a
+    learned model or a DynamicalModel.
+
+    With ``perturb_std`` :math:`\sigma = 0` (default) these are the notes' pairs, forecasts from
+    the reference itself. In a cycled filter the forecast starts from the previous *analysis*,
+    whose error is far larger than :math:`F`'s one-step error; ``perturb_std > 0`` (scalar, or
+    ``(k,)`` levels assigned to the pairs in turn) mimics that analysis error so that the operator
+    is trained on the forecast errors it will see (``key`` required)."""
     F = as_forward(forward, steps_per_obs)
     prev, targets = forward_pairs(data)
+    sig = jnp.atleast_1d(jnp.asarray(perturb_std, dtype=prev.dtype))
+    if sig.ndim != 1 or bool(jnp.any(sig < 0)):
+        raise ValueError(f"perturb_std must be a non-negative scalar or 1-D array, got {perturb_std!r}")
+    if bool(jnp.any(sig > 0)):
+        if key is None:
+            raise ValueError("perturb_std > 0 needs a key")
+        levels = sig[jnp.arange(prev.shape[0]) % sig.shape[0]]
+        prev = prev + levels[:, None] * jax.random.normal(key, prev.shape, dtype=prev.dtype)
     forecasts = jax.vmap(F)(prev) if not isinstance(F, ModelForward) else jax.vmap(lambda x: F(x))(prev)
     return forecasts, data.observations.reshape(-1, data.observations.shape[-1]), targets
 

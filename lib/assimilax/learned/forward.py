@@ -92,15 +92,16 @@ class StencilForward(eqx.Module):
     one MLP :math:`g_\theta: \mathbb R^{2r+1}\to\mathbb R` shared by all sites.
 
     **Arguments:** ``radius`` r (2 covers Lorenz-96's :math:`u_{i-2}, u_{i-1}, u_{i+1}`);
-    ``width=32``; ``depth=2``; ``scale`` s; ``key``. Works for any ring size ``d``.
+    ``width=32``; ``depth=2``; ``scale`` s; ``key``; ``dtype`` of the weights. Works for any ring
+    size ``d``.
     """
 
     mlp: eqx.nn.MLP
     radius: int = eqx.field(static=True)
     scale: float = eqx.field(static=True)
 
-    def __init__(self, radius: int = 2, width: int = 32, depth: int = 2, scale: float = 1.0, *, key):
-        self.mlp = eqx.nn.MLP(2 * radius + 1, "scalar", width, depth, activation=jax.nn.silu, key=key)
+    def __init__(self, radius: int = 2, width: int = 32, depth: int = 2, scale: float = 1.0, *, key, dtype=None):
+        self.mlp = eqx.nn.MLP(2 * radius + 1, "scalar", width, depth, activation=jax.nn.silu, key=key, dtype=dtype)
         self.radius, self.scale = int(radius), float(scale)
 
     def __call__(self, x):
