@@ -17,8 +17,9 @@ import tempfile
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
+
+from .._training import run_chunked
 
 
 def dsm_loss(net, sde, x0, key, cond=None):
@@ -91,20 +92,12 @@ def train_score_network(net, sde, data, *, key, n_steps: int = 2000, batch_size:
     def run(net, opt_state, key, m):
         return fit_steps(net, opt_state, optimizer, sde, data, key, m, batch_size, cond)
 
-    from tqdm.auto import tqdm
+    def chunk_run(state, k, m):
+        net, opt_state, ls = run(*state, k, m)
+        return (net, opt_state), ls
 
-    losses = []
-    done = 0
-    with tqdm(total=n_steps, disable=not progress, desc="DSM") as bar:
-        while done < n_steps:
-            m = min(chunk, n_steps - done)
-            key, sub = jax.random.split(key)
-            net, opt_state, ls = run(net, opt_state, sub, m)
-            losses.append(np.asarray(ls))
-            done += m
-            bar.update(m)
-            bar.set_postfix(loss=float(ls[-1]))
-    return net, np.concatenate(losses)
+    (net, _), losses = run_chunked(chunk_run, (net, opt_state), key, n_steps, chunk=chunk, progress=progress, desc="DSM")
+    return net, losses
 
 
 def save_network(path: str, net, hyperparameters: dict) -> None:

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from .._training import run_chunked
 from .._validation import check_finite, check_positive_int
 
 
@@ -85,25 +86,22 @@ def fit_regression(model, inputs, targets, *, key, n_steps: int = 2000, batch_si
 
     val_loss = eqx.filter_jit(_mse)
 
-    from tqdm.auto import tqdm
+    vlosses, vsteps = [], []
 
-    losses, vlosses, vsteps = [], [], []
-    done = 0
-    with tqdm(total=n_steps, disable=not progress, desc=desc) as bar:
-        while done < n_steps:
-            m = min(chunk, n_steps - done)
-            key, sub = jax.random.split(key)
-            model, opt_state, ls = run(model, opt_state, sub, m)
-            losses.append(np.asarray(ls))
-            done += m
-            post = {"loss": float(ls[-1])}
-            if val is not None:
-                vlosses.append(float(val_loss(model, vxs, vz)))
-                vsteps.append(done)
-                post["val"] = vlosses[-1]
-            bar.update(m)
-            bar.set_postfix(**post)
-    history = {"loss": np.concatenate(losses), "val_loss": np.asarray(vlosses), "val_step": np.asarray(vsteps)}
+    def chunk_run(state, k, m):
+        model, opt_state, ls = run(*state, k, m)
+        return (model, opt_state), ls
+
+    def on_chunk(state, done):
+        if val is None:
+            return {}
+        vlosses.append(float(val_loss(state[0], vxs, vz)))
+        vsteps.append(done)
+        return {"val": vlosses[-1]}
+
+    (model, _), losses = run_chunked(chunk_run, (model, opt_state), key, n_steps, chunk=chunk, progress=progress,
+                                     desc=desc, on_chunk=on_chunk)
+    history = {"loss": losses, "val_loss": np.asarray(vlosses), "val_step": np.asarray(vsteps)}
     return model, history
 
 

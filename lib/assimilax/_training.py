@@ -1,0 +1,38 @@
+"""The chunked training driver shared by :mod:`assimilax.diffusion.training` and
+:mod:`assimilax.learned.training`: ``chunk`` optimiser steps run inside one jitted
+``lax.scan``, and a tqdm bar advances (with the latest loss) between chunks."""
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+
+def run_chunked(run, state, key, n_steps: int, *, chunk: int = 100, progress: bool = True, desc: str = "train",
+                on_chunk=None):
+    """Drive ``run(state, key, m) -> (state, losses (m,))`` for ``n_steps`` steps in chunks.
+
+    Each chunk gets ``key, sub = jax.random.split(key)`` and runs ``min(chunk, remaining)`` steps
+    with ``sub``. ``on_chunk(state, done) -> dict`` may add values (e.g. a validation loss) to
+    the progress bar; it is called after every chunk.
+
+    **Returns:** ``(state, losses)`` with ``losses`` ``(n_steps,)`` (NumPy).
+    """
+    from tqdm.auto import tqdm
+
+    losses, done = [], 0
+    with tqdm(total=n_steps, disable=not progress, desc=desc) as bar:
+        while done < n_steps:
+            m = min(chunk, n_steps - done)
+            key, sub = jax.random.split(key)
+            state, ls = run(state, sub, m)
+            losses.append(np.asarray(ls))
+            done += m
+            post = {"loss": float(ls[-1])}
+            if on_chunk is not None:
+                post.update(on_chunk(state, done))
+            bar.update(m)
+            bar.set_postfix(**post)
+    return state, np.concatenate(losses) if losses else np.zeros(0)
+
+
+__all__ = ["run_chunked"]
