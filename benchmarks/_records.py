@@ -199,19 +199,9 @@ def render_markdown(records, meta=None, mapping=None):
                          f"| {_fmt(sp, '.1f')}× | {_fmt(r.get('peak_memory_mb'), '.0f')} MiB "
                          f"| {_fmt(r['rmse'], '.3f')} ({r.get('n_cycles', '?')}) |")
         lines.append("")
-    notes = meta.get("verdicts") if meta else None
-    if notes:
-        lines.append("## Targets")
-        lines.append("")
-        for n in notes:
-            lines.append(f"- {n}")
-        lines.append("")
-    if mapping:
-        lines.append("## How the configurations map")
-        lines.append("")
-        for m in mapping:
-            lines.append(f"- {m}")
-        lines.append("")
+    for title, items in (("Targets", meta.get("verdicts") if meta else None), ("How the configurations map", mapping)):
+        if items:
+            lines += [f"## {title}", ""] + [f"- {item}" for item in items] + [""]
     return "\n".join(lines)
 
 
