@@ -34,9 +34,10 @@ def test_ensf_approaches_kalman_filter_as_n_grows(sde_noise):
     errs = {}
     for N in (8, 256):
         E0 = jax.random.normal(jax.random.PRNGKey(2), (N, d))
-        r = ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100, eps_b=1e-3,
-                                  sde_noise=sde_noise)
-        errs[N] = np.sqrt(np.mean((np.asarray(r.analysis_mean) - kfm) ** 2))
+        # averaged over 4 analysis keys: with one key the N = 8 error alone varies by +-15 %
+        errs[N] = np.mean([np.sqrt(np.mean((np.asarray(ensemble_score_filter(
+            model, obs, sim.observations, E0, key=jax.random.PRNGKey(s), n_sde_steps=100, eps_b=1e-3,
+            sde_noise=sde_noise).analysis_mean) - kfm) ** 2)) for s in range(3, 7)])
     # closer with more members, and within half a posterior standard deviation of the KF mean
     # (the damped likelihood score h(t) = 1 - t is a heuristic, so EnSF keeps a bias of about
     # 0.4 posterior std here even as N -> infinity; see the chapter).

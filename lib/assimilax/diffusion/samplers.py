@@ -7,8 +7,8 @@ under ``lax.scan``. They return samples of :math:`p_{t_{\min}}` (which differs f
 :math:`p_0` by a kernel of variance :math:`\sigma_{t_{\min}}^2`).
 
 * :func:`euler_maruyama`: :math:`x \leftarrow x - \Delta t\,[f x - g^2 s(x,t)] + g\sqrt{\Delta t}\,z`,
-  with :math:`z\sim\mathcal N(0, I)` drawn by one of the generators of
-  :mod:`assimilax.diffusion.noise` (or :math:`z_i=\pm1`, the simplified weak Euler scheme).
+  with :math:`z\sim\mathcal N(0, I)` (or :math:`z_i=\pm1`, the simplified weak Euler scheme)
+  drawn for blocks of steps by :mod:`assimilax.diffusion.noise`.
 * :func:`probability_flow_heun`: Heun's method on :math:`\dot x = f x - \tfrac12 g^2 s`.
 * :func:`predictor_corrector`: an Euler--Maruyama predictor followed by ``n_corrector``
   Langevin steps :math:`x \leftarrow x + \epsilon s + \sqrt{2\epsilon}\,z` with
@@ -20,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .noise import noise_generator
+from .noise import noise_block
 
 
 def _grid(sde, n_steps, t_max, t_min, dtype):
@@ -37,25 +37,44 @@ def euler_maruyama(sde, score_fn, x_T, *, key, n_steps: int = 500, t_max=None, t
     **Arguments:** ``sde``; ``score_fn(x (n, d), t) -> (n, d)``; ``x_T`` ``(n, d)`` draws of
     (an approximation of) :math:`p_{t_{\max}}`; ``key``; ``n_steps``; ``noise_last=False``
     drops the noise of the final step (a common "denoising" choice); ``noise``: how the
-    increments are drawn, ``"gaussian"`` (``jax.random.normal``) or ``"rademacher"`` (the simplified weak Euler scheme of :cite:`kloeden1992numerical`, same
-    weak order); see :mod:`assimilax.diffusion.noise`.
+    increments are drawn, ``"gaussian"`` (standard normals) or ``"rademacher"`` (the
+    simplified weak Euler scheme of :cite:`kloeden1992numerical`, same weak order); see
+    :mod:`assimilax.diffusion.noise`.
+
+    The increments of a block of consecutive steps (2 for ``"gaussian"``, 32 for
+    ``"rademacher"``) come from one draw (:class:`~assimilax.diffusion.noise.NoiseBlock`);
+    ``n_steps`` need not be a multiple of the block.
 
     **Returns:** ``(n, d)`` samples at ``t_min``.
     """
-    draw = noise_generator(noise)
+    block = noise_block(noise)
     ts, dt = _grid(sde, n_steps, t_max, t_min, x_T.dtype)
-    keys = jax.random.split(key, n_steps)
-    last = jnp.arange(n_steps) == n_steps - 1
+    scale = jnp.sqrt(sde.g2(ts[:-1]) * dt)
+    if not noise_last:
+        scale = scale.at[-1].set(0.0)
+    K = block.steps
+    n_blocks, rem = divmod(n_steps, K)
+    keys = jax.random.split(key, n_blocks + 1)
 
-    def body(x, inp):
-        t, k, is_last = inp
-        drift = sde.f(t) * x - sde.g2(t) * score_fn(x, t)
-        noise = jnp.sqrt(sde.g2(t) * dt) * draw(k, x.shape, x.dtype)
-        if not noise_last:
-            noise = jnp.where(is_last, 0.0, noise)
-        return x - dt * drift + noise, None
+    def step(x, t, s, z):
+        return x - dt * (sde.f(t) * x - sde.g2(t) * score_fn(x, t)) + s * z
 
-    x, _ = jax.lax.scan(body, x_T, (ts[:-1], keys, last))
+    def run(x, t_blk, s_blk, k, n):
+        payload = block.draw(k, x.shape, x.dtype)
+        if block.unroll:
+            for j in range(n):
+                x = step(x, t_blk[j], s_blk[j], block.take(payload, j, x.dtype))
+            return x
+        inner = lambda x, inp: (step(x, inp[0], inp[1], block.take(payload, inp[2], x.dtype)), None)
+        return jax.lax.scan(inner, x, (t_blk, s_blk, jnp.arange(n)))[0]
+
+    x = x_T
+    if n_blocks:
+        t_main = ts[: n_blocks * K].reshape(n_blocks, K)
+        s_main = scale[: n_blocks * K].reshape(n_blocks, K)
+        x, _ = jax.lax.scan(lambda x, inp: (run(x, *inp, K), None), x, (t_main, s_main, keys[:-1]))
+    if rem:
+        x = run(x, ts[n_blocks * K: n_steps], scale[n_blocks * K:], keys[-1], rem)
     return x
 
 

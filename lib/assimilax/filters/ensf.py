@@ -66,8 +66,9 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     - ``prior_score``: ``"mixture"`` (the paper's estimator) or ``"per_member"``.
     - ``damping``: :math:`h(t)`, default :math:`1-t`.
     - ``sde_noise``: increments of the reverse-SDE steps: ``"gaussian"`` (Euler--Maruyama as in
-      the paper, ``jax.random.normal``) or ``"rademacher"`` (the simplified weak Euler scheme,
-      same weak order, several times cheaper on CPU); see :mod:`assimilax.diffusion.noise`.
+      the paper; Threefry-2x32 words and Box--Muller pairs, two steps per draw) or
+      ``"rademacher"`` (the simplified weak Euler scheme, same weak order, about twice as cheap
+      on CPU); see :mod:`assimilax.diffusion.noise`.
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
     - ``sharding``: optional :class:`jax.sharding.Sharding` for ``(N, d)`` arrays (e.g.
       ``NamedSharding(mesh, P(None, "x"))`` shards the state axis, ``P("x", None)`` the members);
