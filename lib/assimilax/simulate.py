@@ -35,6 +35,28 @@ def propagate(model, x, n_steps: int, t0, key):
     return x
 
 
+def propagate_ensemble(model, E, n_steps: int, t0, key, max_elements: int = 2**21):
+    r"""Advance every member of ``E`` ``(N, d)`` by ``n_steps`` model steps (:func:`propagate`,
+    one key per member).
+
+    Members go through the model in batches of :math:`\max(1, \lfloor` ``max_elements`` / d
+    :math:`\rfloor)` under ``lax.map``: the same result as one ``vmap`` over all members, but the
+    integrator's temporaries (an RK4 step keeps a dozen state-sized buffers) scale with the batch,
+    not with the ensemble. At :math:`d = 10^6`, N = 20 this cuts the peak memory of a cycle by
+    about 1 GB; small ensembles (``N d <= max_elements``) run as one ``vmap``.
+    **Returns:** ``(N, d)``."""
+    N, d = E.shape
+    keys = jax.random.split(key, N)
+
+    def one(x, k):
+        return propagate(model, x, n_steps, t0, k)
+
+    if N * d <= max_elements:
+        return jax.vmap(one)(E, keys)
+    batch = max(1, max_elements // d)
+    return jax.lax.map(lambda a: one(*a), (E, keys), batch_size=batch)
+
+
 def simulate(model, observation, x0, n_cycles: int, *, key, steps_per_obs: int = 1, burn_in: int = 0):
     r"""Simulate the truth :math:`u_{t} = \mathcal M^{k}(u_{t-1})` (``k = steps_per_obs`` model
     steps, with model noise if any) and observations :math:`y_t = h(u_t) + \eta_t`.

@@ -27,11 +27,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
-from ..diffusion.noise import NOISE_KINDS
+from ..diffusion.noise import NOISE_KINDS, gaussian
 from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
 from ..diffusion.samplers import euler_maruyama
 from ..diffusion.sde import EnSFSDE
-from ..simulate import propagate
+from ..simulate import propagate, propagate_ensemble
 from ._types import EnsembleFilterResult
 
 
@@ -122,16 +122,16 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
             return constrain(prior + damping(t) * lik(x))
 
         k0, k1 = jax.random.split(k)
-        x_T = constrain(jax.random.normal(k0, Ef.shape, dtype=Ef.dtype))
+        x_T = constrain(gaussian(k0, Ef.shape, Ef.dtype))  # fused Threefry + Box-Muller: no full-size uint32 buffers
         return constrain(euler_maruyama(sde, score, x_T, key=k1, n_steps=n_sde_steps, noise=noise))
 
     def cycle(E, inp):
         t_idx, y, k = inp
         kf, ka = jax.random.split(k)
         t0 = t_idx * steps_per_obs * model.dt
-        if model.noise_cov is None:
-            Ef = jax.vmap(lambda x: model.integrate(x, steps_per_obs, t0))(E)
-        else:
+        if sharding is None:
+            Ef = propagate_ensemble(model, E, steps_per_obs, t0, kf)
+        else:  # keep the members' sharding: one vmap
             Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
         Ef = constrain(Ef)
         Ea = analysis(Ef, y, ka)
