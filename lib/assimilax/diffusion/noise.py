@@ -2,10 +2,11 @@ r"""Increments for the reverse-SDE samplers: how the :math:`z` of
 :math:`x \leftarrow x - \Delta t\,[f x - g^2 s] + g\sqrt{\Delta t}\,z` is drawn.
 
 On a CPU a sampler step of the ensemble score filter is a handful of flops per component, so
-drawing :math:`z` decides its cost. ``jax.random.normal`` costs about 15 times the rest of such
-a step on XLA's CPU backend: it evaluates Threefry-2x32 :cite:`salmon2011parallel` on a
-counter array that it splits in halves and concatenates again (which blocks fusion), and then an
-inverse error function. The generators here draw the increments of **several consecutive
+drawing :math:`z` decides its cost. ``jax.random.normal`` costs many times the rest of such a
+step on XLA's CPU backend: it evaluates Threefry-2x32 :cite:`salmon2011parallel` in a rolled
+loop on a counter array that it splits in halves and concatenates again (which blocks fusion),
+and then an inverse error function. Even fused and vectorised, Threefry-2x32-20 stays the
+dominant cost of a Gaussian step on CPU (``benchmarks/ensf_scaling.py`` times both kinds). The generators here draw the increments of **several consecutive
 steps at once**, elementwise from one counter per array element, so that the increments of a
 block of steps and the steps themselves fuse into one loop:
 
