@@ -6,9 +6,10 @@ drawing :math:`z` decides its cost. ``jax.random.normal`` costs many times the r
 step on XLA's CPU backend: it evaluates Threefry-2x32 :cite:`salmon2011parallel` in a rolled
 loop on a counter array that it splits in halves and concatenates again (which blocks fusion),
 and then an inverse error function. Even fused and vectorised, Threefry-2x32-20 stays the
-dominant cost of a Gaussian step on CPU (``benchmarks/ensf_scaling.py`` times both kinds). The generators here draw the increments of **several consecutive
-steps at once**, elementwise from one counter per array element, so that the increments of a
-block of steps and the steps themselves fuse into one loop:
+dominant cost of a Gaussian step on CPU (``benchmarks/ensf_scaling.py`` times both kinds).
+The generators here draw the increments of **several consecutive steps at once**, elementwise
+from one counter per array element, so that the increments of a block of steps and the steps
+themselves fuse into one loop:
 
 * ``"gaussian"`` (2 steps per block): Threefry-2x32 with 20 rounds -- the generator behind
   ``jax.random`` -- evaluated on the counter pair (element index, 0) under a 64-bit key drawn
@@ -33,8 +34,8 @@ block of steps and the steps themselves fuse into one loop:
   Brownian.
 
 Both are reproducible from one key and independent of how arrays are sharded (each element's
-increments depend only on the key and its flat index). A block generator is
-``draw(key, shape, dtype) -> tuple`` of ``steps`` arrays of ``shape``; see :func:`noise_block`.
+increments depend only on the key and its flat index). :func:`noise_block` returns a
+:class:`NoiseBlock`: ``draw`` makes one block's payload, ``take`` one step's increments from it.
 
 (Earlier attempts, kept here so they are not repeated: a Philox4x32-10 generator whose four
 Box--Muller outputs were *concatenated* into the state's shape made XLA's CPU fusion run
@@ -200,12 +201,6 @@ def noise_block(kind: str) -> NoiseBlock:
     return _BLOCKS[kind]
 
 
-def noise_generator(kind: str):
-    """``draw(key, shape, dtype)`` of a single step's increments for ``kind``."""
-    block = noise_block(kind)
-    return lambda key, shape, dtype=jnp.float32: block.take(block.draw(key, shape, dtype), 0, dtype)
-
-
 __all__ = ["threefry2x32", "sincos_2pi", "box_muller", "gaussian_block", "rademacher_block", "rademacher_words",
            "rademacher_bit", "gaussian", "rademacher",
-           "NoiseBlock", "noise_block", "noise_generator", "NOISE_KINDS", "RADEMACHER_STEPS"]
+           "NoiseBlock", "noise_block", "NOISE_KINDS", "RADEMACHER_STEPS"]
