@@ -186,9 +186,11 @@ def render_markdown(records, meta=None, mapping=None):
             "N = 20, 500 reverse-SDE steps, per-member prior score, float32, one CPU device; the "
             "PyTorch seconds per cycle are the reference figures of `shared/ANCHORS.md` (public "
             "code, 2 threads, same machine type, measured separately, so the ratio is indicative). "
-            "*EnSF* draws Gaussian increments (Euler–Maruyama, as the reference); *EnSF (weak "
-            "Euler)* draws ±1 increments (same weak order). Peak memory is the resident set of the "
-            "whole process (JAX runtime included).")
+            "*EnSF* draws Gaussian increments (Euler–Maruyama, as the reference) from Threefry words "
+            "in XLA; *EnSF (ARS increments)* draws the same Gaussian increments from ARS-4x32-7 words "
+            "and runs the analysis in the fused C++ kernel of `assimilax._native` (AES-NI, all SDE "
+            "steps of an element in registers); *EnSF (weak Euler)* draws ±1 increments (same weak "
+            "order). Peak memory is the resident set of the whole process (JAX runtime included).")
         lines.append("")
         lines.append("| dim | method | s/cycle assimilax | s/cycle PyTorch | speed-up | peak memory | RMSE (cycles) |")
         lines.append("| --- | --- | --- | --- | --- | --- | --- |")

@@ -12,8 +12,11 @@ Usage (book venv)::
 
 The PyTorch anchors use the public code's default prior score (``gm_var_ratio = 0``, our
 ``prior_score="per_member"``) with Gaussian Euler--Maruyama increments and 2 threads; the
-like-for-like record is therefore ``method="EnSF"`` (per member, Gaussian increments). Records
-with ``sde_noise="rademacher"`` (the simplified weak Euler scheme) are stored under
+like-for-like records are therefore ``method="EnSF"`` (per member, Gaussian increments from
+Threefry words, XLA) and ``method="EnSF (ARS increments)"`` (the same Euler--Maruyama with
+Gaussian increments from ARS-4x32-7 words, run by the fused C++ kernel of ``assimilax._native``
+when it builds; ``config.native_kernel`` says whether it did). Records with
+``sde_noise="rademacher"`` (the simplified weak Euler scheme) are stored under
 ``method="EnSF (weak Euler)"``. ``--devices D`` splits the 2 cores into ``D`` XLA host devices and
 shards the members over them (``NamedSharding(mesh, P("x", None))``).
 
@@ -33,6 +36,7 @@ import sys
 import time
 
 PYTORCH_ANCHOR = {1000: 0.27, 10000: 2.3, 100000: 22.6, 1000000: 670.0}  # s/cycle, 500 SDE steps
+METHOD = {"gaussian": "EnSF", "gaussian_ars": "EnSF (ARS increments)", "rademacher": "EnSF (weak Euler)"}
 
 
 def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str = "gaussian", seed: int = 0) -> dict:
@@ -58,6 +62,12 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str 
         return jax.lax.scan(cyc, x0, jax.random.split(key, cycles))[1]
 
     states, ys = truth(x0, k[1])
+    from assimilax import _native
+    from assimilax.filters.ensf import _native_applies
+    from assimilax.diffusion.guidance import noise_precision
+    prec, diag = noise_precision(obs)
+    native_used = bool(_native_applies(obs, jnp.zeros((1, dim), jnp.float32), prec, diag, prior_score == "mixture",
+                                       None if len(jax.devices()) == 1 else "sharded", sde_noise))
     E0 = x0[None] + jax.random.normal(k[2], (20, dim), jnp.float32)
     sharding = None
     if len(jax.devices()) > 1:
@@ -72,13 +82,14 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str 
     warm = time.perf_counter() - t0
     rmse = jnp.sqrt(jnp.mean((res.analysis_mean - states) ** 2, axis=1))
     return {
-        "problem": "lorenz96_arctan", "method": "EnSF" if sde_noise == "gaussian" else "EnSF (weak Euler)",
+        "problem": "lorenz96_arctan", "method": METHOD[sde_noise],
         "library": "assimilax", "dim": dim,
         "rmse": float(jnp.mean(rmse)), "rmse_final": float(rmse[-1]), "seconds_per_cycle": warm / cycles,
         "seconds_total": total, "seeds": [seed], "n_cycles": cycles,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": {"N": 20, "n_sde_steps": n_sde, "eps_a": 0.5, "eps_b": 0.025, "prior_score": prior_score,
-                   "sde_noise": sde_noise, "dtype": "float32", "devices": len(jax.devices()), "backend": jax.default_backend()},
+                   "sde_noise": sde_noise, "dtype": "float32", "devices": len(jax.devices()), "backend": jax.default_backend(),
+                   "native_kernel": native_used},
         "pytorch_anchor_seconds_per_cycle": PYTORCH_ANCHOR.get(dim),
     }
 
@@ -89,7 +100,7 @@ def main(argv=None):
     p.add_argument("--cycles", type=int, default=5)
     p.add_argument("--sde-steps", type=int, default=500)
     p.add_argument("--prior-score", default="per_member")
-    p.add_argument("--sde-noise", default="gaussian,rademacher")
+    p.add_argument("--sde-noise", default="gaussian,gaussian_ars,rademacher")
     p.add_argument("--devices", type=int, default=1)
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)

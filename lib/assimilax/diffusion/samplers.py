@@ -37,12 +37,13 @@ def euler_maruyama(sde, score_fn, x_T, *, key, n_steps: int = 500, t_max=None, t
     **Arguments:** ``sde``; ``score_fn(x (n, d), t) -> (n, d)``; ``x_T`` ``(n, d)`` draws of
     (an approximation of) :math:`p_{t_{\max}}`; ``key``; ``n_steps``; ``noise_last=False``
     drops the noise of the final step (a common "denoising" choice); ``noise``: how the
-    increments are drawn, ``"gaussian"`` (standard normals) or ``"rademacher"`` (the
+    increments are drawn, ``"gaussian"`` or ``"gaussian_ars"`` (standard normals from
+    Threefry or ARS words) or ``"rademacher"`` (the
     simplified weak Euler scheme of :cite:`kloeden1992numerical`, same weak order); see
     :mod:`assimilax.diffusion.noise`.
 
-    The increments of a block of consecutive steps (2 for ``"gaussian"``, 32 for
-    ``"rademacher"``) come from one draw (:class:`~assimilax.diffusion.noise.NoiseBlock`);
+    The increments of a block of consecutive steps (2 for ``"gaussian"``, 4 for
+    ``"gaussian_ars"``, 32 for ``"rademacher"``) come from one draw (:class:`~assimilax.diffusion.noise.NoiseBlock`);
     ``n_steps`` need not be a multiple of the block.
 
     **Returns:** ``(n, d)`` samples at ``t_min``.

@@ -27,6 +27,13 @@ import jax
 import jax.numpy as jnp
 
 
+def _float_time(t):
+    """``t`` as a floating array, keeping its float dtype (so float32 samplers stay float32 when
+    float64 is enabled); integers and Python scalars get the default float dtype."""
+    t = jnp.asarray(t)
+    return t if jnp.issubdtype(t.dtype, jnp.floating) else t.astype(jnp.result_type(float))
+
+
 class SDE(eqx.Module):
     """Base class: subclasses implement ``log_alpha(t)`` and ``sigma2(t)`` (element-wise in t)."""
 
@@ -49,12 +56,12 @@ class SDE(eqx.Module):
 
     def f(self, t):
         r"""Drift coefficient :math:`f(t) = \mathrm d\log\alpha_t/\mathrm dt`."""
-        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        t = _float_time(t)
         return jax.jvp(self.log_alpha, (t,), (jnp.ones_like(t),))[1]
 
     def g2(self, t):
         r"""Squared diffusion :math:`g(t)^2 = \dot{\sigma^2_t} - 2 f(t)\sigma_t^2`."""
-        t = jnp.asarray(t, dtype=jnp.result_type(float))
+        t = _float_time(t)
         dsig2 = jax.jvp(self.sigma2, (t,), (jnp.ones_like(t),))[1]
         return dsig2 - 2.0 * self.f(t) * self.sigma2(t)
 

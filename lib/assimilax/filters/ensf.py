@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
-from ..diffusion.noise import NOISE_KINDS, gaussian
+from ..diffusion.noise import ARS_STEPS, NOISE_KINDS, gaussian
 from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
 from ..diffusion.samplers import euler_maruyama
 from ..diffusion.sde import EnSFSDE
@@ -53,7 +53,8 @@ def ensemble_mixture_score(members, alpha, sigma2, x):
 
 def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
                           eps_a: float = 0.5, eps_b: float = 0.025, prior_score: str = "mixture", damping=linear_damping,
-                          sde_noise: str = "gaussian", store_ensembles: bool = True, sharding=None) -> EnsembleFilterResult:
+                          sde_noise: str = "gaussian", store_ensembles: bool = True, sharding=None,
+                          native: bool = True) -> EnsembleFilterResult:
     r"""Ensemble score filter :cite:`bao2024ensemble` (see the module docstring for the maths).
 
     **Arguments:**
@@ -66,9 +67,14 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     - ``prior_score``: ``"mixture"`` (the paper's estimator) or ``"per_member"``.
     - ``damping``: :math:`h(t)`, default :math:`1-t`.
     - ``sde_noise``: increments of the reverse-SDE steps: ``"gaussian"`` (Euler--Maruyama as in
-      the paper; Threefry-2x32 words and Box--Muller pairs, two steps per draw) or
+      the paper; Threefry-2x32 words and Box--Muller pairs, two steps per draw),
+      ``"gaussian_ars"`` (the same Euler--Maruyama with ARS-4x32-7 words, four steps per draw) or
       ``"rademacher"`` (the simplified weak Euler scheme, same weak order, about twice as cheap
       on CPU); see :mod:`assimilax.diffusion.noise`.
+    - ``native``: with ``sde_noise="gaussian_ars"``, ``prior_score="per_member"``, float32,
+      full arctan observations with diagonal noise and no ``sharding``, run the analysis on CPU
+      in the fused C++ kernel of :mod:`assimilax._native` when it is available (same increments,
+      same result up to float rounding; GPUs take the XLA path). ``False`` forces the XLA path.
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
     - ``sharding``: optional :class:`jax.sharding.Sharding` for ``(N, d)`` arrays (e.g.
       ``NamedSharding(mesh, P(None, "x"))`` shards the state axis, ``P("x", None)`` the members);
@@ -96,17 +102,54 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     prec = jnp.asarray(prec, dtype=E0.dtype)
     if sharding is not None:
         E0 = jax.device_put(E0, sharding)
+    mixture = prior_score == "mixture"
+    use_native = bool(native) and _native_applies(observation, E0, prec, diag, mixture, sharding, sde_noise)
     res = _ensf(model, observation, ys, E0, key, prec, sde, damping, steps_per_obs=steps_per_obs, n_sde_steps=n_sde_steps,
-                diag=diag, mixture=prior_score == "mixture", store=store_ensembles, sharding=sharding,
-                noise=sde_noise)
+                diag=diag, mixture=mixture, store=store_ensembles, sharding=sharding, noise=sde_noise,
+                use_native=use_native)
     raise_if_diverged(res.analysis_mean, "ensemble_score_filter")
     return res
 
 
+def _native_analysis(sde, damping, Ef, y, prec, x_T, key, n_steps):
+    r"""The reverse-SDE analysis of :func:`euler_maruyama` with ``noise="gaussian_ars"`` for the
+    per-member prior score and arctan observations, as one call of the fused CPU kernel
+    (:func:`assimilax._native.ensf_em_arctan`). Step :math:`k` at :math:`t = t_k` is
+    :math:`x \leftarrow x - \Delta t\,[f x - g^2((\alpha x^f - x)/\sigma^2 + h\,\ell(x))] + s z`,
+    i.e. :math:`c_x x + c_e x^f + c_\ell \ell(x) + s z` with :math:`c_x = 1 - \Delta t f - \Delta t g^2/\sigma^2`,
+    :math:`c_e = \Delta t g^2\alpha/\sigma^2`, :math:`c_\ell = \Delta t g^2 h`; the key words of each
+    block of 4 steps are those :func:`euler_maruyama` draws."""
+    from .. import _native
+    from ..diffusion.samplers import _grid
+
+    ts, dt = _grid(sde, n_steps, None, None, jnp.float32)
+    t = ts[:-1]
+    g2, f, a, s2 = sde.g2(t), sde.f(t), sde.alpha(t), sde.sigma2(t)
+    h = jnp.broadcast_to(damping(t), t.shape)
+    coef = jnp.stack([1.0 - dt * f - dt * g2 / s2, dt * g2 * a / s2, dt * g2 * h, jnp.sqrt(g2 * dt)], axis=1)
+    n_blocks, rem = divmod(n_steps, ARS_STEPS)
+    keys = jax.random.split(key, n_blocks + 1)
+    keys = keys if rem else keys[:-1]
+    words = jax.vmap(lambda kk: jax.random.bits(kk, (4,), jnp.uint32))(keys)
+    d = Ef.shape[-1]
+    out = _native.ensf_em_arctan(x_T, Ef, jnp.broadcast_to(y, (d,)), jnp.broadcast_to(prec, (d,)), coef, words)
+    return out.astype(Ef.dtype)
+
+
+def _native_applies(observation, E0, prec, diag, mixture, sharding, noise) -> bool:
+    """Whether the fused CPU kernel computes this analysis (else the XLA path does)."""
+    from .. import _native
+    from ..observations import NonlinearObservation
+
+    return (noise == "gaussian_ars" and not mixture and sharding is None and diag and E0.dtype == jnp.float32
+            and isinstance(observation, NonlinearObservation) and observation.name == "arctan"
+            and observation.all_components and jnp.ndim(prec) <= 1 and _native.available())
+
+
 @functools.partial(jax.jit, static_argnames=("steps_per_obs", "n_sde_steps", "diag", "mixture", "store", "sharding", "damping",
-                                                 "noise"))
+                                                 "noise", "use_native"))
 def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs, n_sde_steps, diag, mixture, store, sharding,
-          noise):
+          noise, use_native=False):
     constrain = (lambda a: a) if sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, sharding))
 
     def analysis(Ef, y, k):
@@ -123,7 +166,12 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
 
         k0, k1 = jax.random.split(k)
         x_T = constrain(gaussian(k0, Ef.shape, Ef.dtype))  # fused Threefry + Box-Muller: no full-size uint32 buffers
-        return constrain(euler_maruyama(sde, score, x_T, key=k1, n_steps=n_sde_steps, noise=noise))
+        xla = lambda: constrain(euler_maruyama(sde, score, x_T, key=k1, n_steps=n_sde_steps, noise=noise))
+        if not use_native:
+            return xla()
+        # same analysis as `xla` (same increments), fused into one C++ loop on CPU
+        fused = lambda: _native_analysis(sde, damping, Ef, y, prec, x_T, k1, n_sde_steps)
+        return jax.lax.platform_dependent(cpu=fused, default=xla)
 
     def cycle(E, inp):
         t_idx, y, k = inp
