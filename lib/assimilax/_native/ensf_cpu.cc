@@ -51,6 +51,7 @@ inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a}; }
 
 // Cephes atanf range reduction and polynomial (as assimilax._fastmath.arctan), fused with the
 // arctan likelihood score prec * (y - atan x) / (1 + x^2): one division for both quotients.
+template <bool kUniformPrec>
 inline vf atan_likelihood(vf x, vf y, vf prec) {
   const vf one = splat(1.0f);
   vf a = (vf)((vu)x & 0x7fffffffu);
@@ -66,6 +67,7 @@ inline vf atan_likelihood(vf x, vf y, vf prec) {
   vf p = ((8.05374449538e-2f * z - 1.38776856032e-1f) * z + 1.99777106478e-1f) * z - 3.33329491539e-1f;
   vf r = y0 + (p * z * u + u);
   vf at = (vf)((vu)r | ((vu)x & 0x80000000u));
+  if constexpr (kUniformPrec) return (y - at) * (den * inv);  // the precision is folded into cl
   return (y - at) * prec * (den * inv);
 }
 
@@ -96,13 +98,11 @@ inline void sincos_2pi(vf u, vf& sn, vf& cs) {
   vf f2 = f * f;
   vf s = f + f * f2 * (-1.6666654611e-1f + f2 * (8.3321608736e-3f + f2 * -1.9515295891e-4f));
   vf c = 1.0f - 0.5f * f2 + f2 * f2 * (4.166664568298827e-2f + f2 * (-1.388731625493765e-3f + f2 * 2.443315711809948e-5f));
-  qi &= 3;
-  vi odd = (qi & 1) == 1;
-  vf a = odd ? c : s, b = odd ? s : c;
-  vu sgn_s = (vu)(qi >= 2) & 0x80000000u;
-  vu sgn_c = (vu)((qi == 1) | (qi == 2)) & 0x80000000u;
-  sn = (vf)((vu)a ^ sgn_s);
-  cs = (vf)((vu)b ^ sgn_c);
+  // quadrant q: sin = (s, c, -s, -c)[q], cos = (c, -s, -c, s)[q]; blendv reads the mask's sign bit
+  const __m256 odd = (__m256)(qi << 31);
+  vf a = (vf)_mm256_blendv_ps((__m256)s, (__m256)c, odd), b = (vf)_mm256_blendv_ps((__m256)c, (__m256)s, odd);
+  sn = (vf)((vu)a ^ ((vu)(qi & 2) << 30));
+  cs = (vf)((vu)b ^ ((vu)((qi + 1) & 2) << 30));
 }
 
 // Two standard normals from two words (as assimilax.diffusion.noise.box_muller).
@@ -117,41 +117,53 @@ inline void box_muller(vu w0, vu w1, vf& z0, vf& z1) {
 }
 
 struct RoundKeys {
-  __m128i k[kRounds + 1];
+  __m256i k[kRounds + 1];  // each round key in both 128-bit lanes
 };
 
 inline RoundKeys round_keys(const uint32_t* kw) {
   RoundKeys rk;
   uint64_t lo = uint64_t(kw[0]) | (uint64_t(kw[1]) << 32), hi = uint64_t(kw[2]) | (uint64_t(kw[3]) << 32);
   for (int r = 0; r <= kRounds; ++r) {
-    rk.k[r] = _mm_set_epi64x((long long)hi, (long long)lo);
+    rk.k[r] = _mm256_set_epi64x((long long)hi, (long long)lo, (long long)hi, (long long)lo);
     lo += kWeylLo;
     hi += kWeylHi;
   }
   return rk;
 }
 
-// ARS-4x32 of the counters (e0 + j, 0, 0, 0), j = 0..7: returns the words transposed, W[i] lane j =
-// word i of element e0 + j.
-inline void ars8(uint32_t e0, const RoundKeys& rk, vu W[4]) {
+// The counters (e0 + 2p, 0, 0, 0) | (e0 + 2p + 1, 0, 0, 0), p = 0..3, of one vector of 8 elements.
+struct Counters {
+  __m256i c[4];
+};
+
+inline Counters counters(uint32_t e0) {
+  Counters ct;
+  const __m256i first = _mm256_setr_epi32(int(e0), 0, 0, 0, int(e0 + 1), 0, 0, 0);
+  const __m256i two = _mm256_setr_epi32(2, 0, 0, 0, 2, 0, 0, 0);
+  ct.c[0] = first;
+  for (int p = 1; p < 4; ++p) ct.c[p] = _mm256_add_epi32(ct.c[p - 1], two);
+  return ct;
+}
+
+// ARS-4x32 of the 8 counters of `ct`: returns the words transposed, W[i] lane j = word i of element e0 + j.
+inline void ars8(const Counters& ct, const RoundKeys& rk, vu W[4]) {
   __m256i blk[4];
 #if defined(__VAES__)
   for (int p = 0; p < 4; ++p) {
-    __m256i v = _mm256_set_epi32(0, 0, 0, int(e0 + 2 * p + 1), 0, 0, 0, int(e0 + 2 * p));
-    v = _mm256_xor_si256(v, _mm256_broadcastsi128_si256(rk.k[0]));
-    for (int r = 1; r < kRounds; ++r) v = _mm256_aesenc_epi128(v, _mm256_broadcastsi128_si256(rk.k[r]));
-    blk[p] = _mm256_aesenclast_epi128(v, _mm256_broadcastsi128_si256(rk.k[kRounds]));
+    __m256i v = _mm256_xor_si256(ct.c[p], rk.k[0]);
+    for (int r = 1; r < kRounds; ++r) v = _mm256_aesenc_epi128(v, rk.k[r]);
+    blk[p] = _mm256_aesenclast_epi128(v, rk.k[kRounds]);
   }
 #else
   for (int p = 0; p < 4; ++p) {
-    __m128i v0 = _mm_xor_si128(_mm_set_epi32(0, 0, 0, int(e0 + 2 * p)), rk.k[0]);
-    __m128i v1 = _mm_xor_si128(_mm_set_epi32(0, 0, 0, int(e0 + 2 * p + 1)), rk.k[0]);
+    __m128i v0 = _mm_xor_si128(_mm256_castsi256_si128(ct.c[p]), _mm256_castsi256_si128(rk.k[0]));
+    __m128i v1 = _mm_xor_si128(_mm256_extracti128_si256(ct.c[p], 1), _mm256_castsi256_si128(rk.k[0]));
     for (int r = 1; r < kRounds; ++r) {
-      v0 = _mm_aesenc_si128(v0, rk.k[r]);
-      v1 = _mm_aesenc_si128(v1, rk.k[r]);
+      v0 = _mm_aesenc_si128(v0, _mm256_castsi256_si128(rk.k[r]));
+      v1 = _mm_aesenc_si128(v1, _mm256_castsi256_si128(rk.k[r]));
     }
-    v0 = _mm_aesenclast_si128(v0, rk.k[kRounds]);
-    v1 = _mm_aesenclast_si128(v1, rk.k[kRounds]);
+    v0 = _mm_aesenclast_si128(v0, _mm256_castsi256_si128(rk.k[kRounds]));
+    v1 = _mm_aesenclast_si128(v1, _mm256_castsi256_si128(rk.k[kRounds]));
     blk[p] = _mm256_set_m128i(v1, v0);
   }
 #endif
@@ -175,6 +187,7 @@ struct Problem {
   float* out;
 };
 
+template <bool kUniformPrec>
 void run_tile(const Problem& P, int64_t base) {
   alignas(32) float xb[kTile], fb[kTile], yb[kTile], pb[kTile];
   for (int i = 0; i < kTile; ++i) {
@@ -186,7 +199,9 @@ void run_tile(const Problem& P, int64_t base) {
     pb[i] = P.prec[c];
   }
   vf x[kVec], f[kVec], y[kVec], pr[kVec];
+  Counters ctr[kVec];
   for (int v = 0; v < kVec; ++v) {
+    ctr[v] = counters(uint32_t(base + v * kLanes));
     std::memcpy(&x[v], xb + v * kLanes, 32);
     std::memcpy(&f[v], fb + v * kLanes, 32);
     std::memcpy(&y[v], yb + v * kLanes, 32);
@@ -198,22 +213,22 @@ void run_tile(const Problem& P, int64_t base) {
     vf z[kStepsPerBlock][kVec];
     for (int v = 0; v < kVec; ++v) {
       vu W[4];
-      ars8(uint32_t(base + v * kLanes), rk, W);
+      ars8(ctr[v], rk, W);
       box_muller(W[0], W[1], z[0][v], z[1][v]);
       box_muller(W[2], W[3], z[2][v], z[3][v]);
     }
-    const float* c = P.coef + 4 * kStepsPerBlock * b;
+    const float* c = P.coef + 4 * kStepsPerBlock * b;  // with a uniform precision, P.coef has cl * prec
     if ((b + 1) * kStepsPerBlock <= P.K) {  // a full block: constant trip count, z stays in registers
 #pragma GCC unroll 4
       for (int j = 0; j < kStepsPerBlock; ++j) {
         for (int v = 0; v < kVec; ++v)
-          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood(x[v], y[v], pr[v]) +
+          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood<kUniformPrec>(x[v], y[v], pr[v]) +
                  c[4 * j + 3] * z[j][v];
       }
     } else {
       for (int64_t j = 0; j < P.K - b * kStepsPerBlock; ++j) {
         for (int v = 0; v < kVec; ++v)
-          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood(x[v], y[v], pr[v]) +
+          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood<kUniformPrec>(x[v], y[v], pr[v]) +
                  c[4 * j + 3] * z[j][v];
       }
     }
@@ -228,6 +243,8 @@ void run_tile(const Problem& P, int64_t base) {
 struct Shared {
   Problem P;
   std::vector<RoundKeys> rk;
+  std::vector<float> coef;  // cl scaled by the precision when it is the same for every component
+  bool uniform_prec = false;
   int64_t n_chunks, tiles_per_chunk, n_tiles;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -239,7 +256,10 @@ void work(Shared& S) {
   int64_t c;
   while ((c = S.next.fetch_add(1)) < S.n_chunks) {
     int64_t t0 = c * S.tiles_per_chunk, t1 = std::min(S.n_tiles, t0 + S.tiles_per_chunk);
-    for (int64_t t = t0; t < t1; ++t) run_tile(S.P, t * kTile);
+    for (int64_t t = t0; t < t1; ++t) {
+      if (S.uniform_prec) run_tile<true>(S.P, t * kTile);
+      else run_tile<false>(S.P, t * kTile);
+    }
     if (S.done.fetch_add(1) + 1 == S.n_chunks) {
       std::lock_guard<std::mutex> lock(S.mu);
       S.cv.notify_all();
@@ -264,8 +284,15 @@ ffi::Error EnsfEmArctanImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::
   const int64_t n_blocks = (K + kStepsPerBlock - 1) / kStepsPerBlock;
   S->rk.resize(n_blocks);
   for (int64_t b = 0; b < n_blocks; ++b) S->rk[b] = round_keys(keys.typed_data() + 4 * b);
-  S->P = Problem{n, d, K, x.typed_data(), xf.typed_data(), y.typed_data(), prec.typed_data(), coef.typed_data(),
-                 S->rk.data(), out->typed_data()};
+  const float* p = prec.typed_data();
+  S->uniform_prec = std::all_of(p, p + d, [&](float v) { return v == p[0]; });
+  const float* c = coef.typed_data();
+  if (S->uniform_prec) {
+    S->coef.assign(c, c + 4 * K);
+    for (int64_t k = 0; k < K; ++k) S->coef[4 * k + 2] *= p[0];
+    c = S->coef.data();
+  }
+  S->P = Problem{n, d, K, x.typed_data(), xf.typed_data(), y.typed_data(), p, c, S->rk.data(), out->typed_data()};
   S->n_tiles = (n + kTile - 1) / kTile;
   const int64_t threads = std::max<int64_t>(1, pool.num_threads());
   S->tiles_per_chunk = std::max<int64_t>(1, std::min<int64_t>(64, S->n_tiles / (8 * threads)));
@@ -287,7 +314,7 @@ ffi::Error ArsWordsImpl(ffi::Buffer<ffi::U32> key, ffi::ResultBuffer<ffi::U32> o
   uint32_t* o = out->typed_data();
   for (int64_t e0 = 0; e0 < n; e0 += kLanes) {
     vu W[4];
-    ars8(uint32_t(e0), rk, W);
+    ars8(counters(uint32_t(e0)), rk, W);
     for (int j = 0; j < kLanes; ++j)
       for (int i = 0; i < 4; ++i) o[4 * (e0 + j) + i] = W[i][j];
   }
