@@ -104,3 +104,12 @@ def test_fused_kernel_rejects_inconsistent_shapes():
     with pytest.raises(Exception, match="keys must be"):
         jax.block_until_ready(_native.ensf_em_arctan(x, x, jnp.zeros(8), jnp.ones(8), jnp.zeros((9, 4)),
                                                      jnp.zeros((2, 4), jnp.uint32)))
+
+
+def test_cache_folder_falls_back_when_home_is_read_only(monkeypatch, tmp_path):
+    monkeypatch.setenv("ASSIMILAX_NATIVE_CACHE", str(tmp_path / "cache"))
+    assert _native._cache_dir() == tmp_path / "cache"
+    monkeypatch.setenv("ASSIMILAX_NATIVE_CACHE", "/proc/assimilax-unwritable")
+    monkeypatch.setenv("HOME", "/proc")
+    monkeypatch.setattr(_native.tempfile, "gettempdir", lambda: str(tmp_path))
+    assert _native._cache_dir() == tmp_path / f"assimilax-native-{os.getuid()}"

@@ -10,7 +10,8 @@ computes the same analysis (same increments bit for bit, the arithmetic up to fl
 the tests compare both.
 
 The source is compiled with the system's ``g++`` and ``-march=native`` into a cache folder
-(``$ASSIMILAX_NATIVE_CACHE``, default ``~/.cache/assimilax/native``) under a name that hashes the
+(``$ASSIMILAX_NATIVE_CACHE``, default ``~/.cache/assimilax/native``, or a temporary folder when
+the home is read-only) under a name that hashes the
 source, the compiler, the JAX version and the CPU's flags, so that a shared home on machines with
 different CPUs never loads a library built for another. :func:`available` is ``False`` (and the
 XLA path is used) when there is no compiler, the CPU lacks AVX2 or AES-NI, the platform is not
@@ -48,6 +49,22 @@ def _cpu_flags() -> str:
     return ""
 
 
+def _cache_dir() -> Path:
+    """``$ASSIMILAX_NATIVE_CACHE``, else ``~/.cache/assimilax/native``, else (a read-only home) a
+    folder of this user's under the system's temporary directory."""
+    candidates = [Path(os.environ["ASSIMILAX_NATIVE_CACHE"])] if os.environ.get("ASSIMILAX_NATIVE_CACHE") else []
+    candidates += [Path.home() / ".cache" / "assimilax" / "native",
+                   Path(tempfile.gettempdir()) / f"assimilax-native-{os.getuid()}"]
+    for path in candidates:
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return path
+        except OSError:
+            continue
+    raise RuntimeError(f"no writable cache folder among {[str(c) for c in candidates]}")
+
+
 def _build() -> Path:
     cxx = os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++")
     if cxx is None:
@@ -58,11 +75,10 @@ def _build() -> Path:
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=True).stdout
     include = jax.ffi.include_dir()
     tag = hashlib.sha256("\0".join([_SRC.read_text(), version, jax.__version__, include, flags]).encode()).hexdigest()[:16]
-    cache = Path(os.environ.get("ASSIMILAX_NATIVE_CACHE", Path.home() / ".cache" / "assimilax" / "native"))
+    cache = _cache_dir()
     lib = cache / f"ensf_cpu-{tag}.so"
     if lib.exists():
         return lib
-    cache.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=cache)
     os.close(fd)
     cmd = [cxx, "-O3", "-march=native", "-std=c++17", "-shared", "-fPIC", "-fno-math-errno", "-ffp-contract=fast", "-w",
