@@ -201,10 +201,8 @@ def aes_round(state, round_key, last: bool = False):
 
 def ars_round_keys(key_words, rounds: int = 7):
     r"""The ARS key schedule :cite:`salmon2011parallel`: :math:`k_{r+1} = k_r + W` in two 64-bit
-    lanes, with the Weyl increments :math:`W = (\lfloor 2^{64}(arphi-1)
-floor,
-    \lfloor 2^{64}(\sqrt3-1)
-floor)` = ``(0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B)``.
+    lanes, with the Weyl increments :math:`W = (\lfloor 2^{64}(\varphi-1)\rfloor,
+    \lfloor 2^{64}(\sqrt3-1)\rfloor)` = ``(0x9E3779B97F4A7C15, 0xBB67AE8584CAA73B)``.
     ``key_words``: four ``uint32`` (little-endian 128-bit key). **Returns:** ``rounds + 1`` 4-tuples."""
     k = tuple(jnp.asarray(key_words[i], _U32) for i in range(4))
     keys = [k]
