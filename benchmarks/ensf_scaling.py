@@ -62,7 +62,6 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str 
         return jax.lax.scan(cyc, x0, jax.random.split(key, cycles))[1]
 
     states, ys = truth(x0, k[1])
-    from assimilax import _native
     from assimilax.filters.ensf import _native_applies
     from assimilax.diffusion.guidance import noise_precision
     prec, diag = noise_precision(obs)

@@ -105,6 +105,22 @@ def test_sde_coefficients_closed_form():
     assert abar.shape == t.shape
 
 
+def test_sde_coefficients_keep_float32_time_under_x64():
+    """With float64 enabled (conftest), a float32 time must give float32 f and g^2, or a float32
+    sampler's scan carry turns float64 (the EnSF failed on float32 ensembles this way)."""
+    from assimilax.diffusion import EnSFSDE
+
+    assert jax.config.jax_enable_x64
+    t32 = jnp.linspace(0.0, 1.0, 5, dtype=jnp.float32)
+    for sde in (VPSDE(), VESDE(), EnSFSDE()):
+        assert sde.f(t32).dtype == jnp.float32 and sde.g2(t32).dtype == jnp.float32
+        np.testing.assert_allclose(sde.g2(t32), sde.g2(t32.astype(jnp.float64)), rtol=1e-5)
+        assert sde.g2(jnp.arange(2)).dtype == jnp.float64  # integer times get the default float
+    x = jnp.zeros((3, 2), jnp.float32)
+    out = euler_maruyama(EnSFSDE(), lambda x, t: -x, x, key=jax.random.PRNGKey(0), n_steps=5)
+    assert out.dtype == jnp.float32
+
+
 def test_mixture_score_matches_finite_differences():
     mix = mixture_2d()
     sde = VPSDE()

@@ -137,7 +137,7 @@ class VESDE(SDE):
         self.t_min, self.t_max = float(t_min), float(t_max)
 
     def log_alpha(self, t):
-        return jnp.zeros_like(jnp.asarray(t, dtype=jnp.result_type(float)))
+        return jnp.zeros_like(_float_time(t))
 
     def sigma2(self, t):
         return self.sigma_min**2 * (self.sigma_max / self.sigma_min) ** (2.0 * t)
