@@ -49,26 +49,32 @@ constexpr uint64_t kWeylLo = 0x9E3779B97F4A7C15ULL, kWeylHi = 0xBB67AE8584CAA73B
 
 inline vf splat(float a) { return (vf){a, a, a, a, a, a, a, a}; }
 
-// Cephes atanf range reduction and polynomial (as assimilax._fastmath.arctan), fused with the
-// arctan likelihood score prec * (y - atan x) / (1 + x^2): one division for both quotients.
+// One Euler--Maruyama step x <- cx x + ce xf + cl prec (y - atan x) / (1 + x^2) + s z, with the
+// Cephes atanf range reduction and polynomial (as assimilax._fastmath.arctan). The arithmetic is
+// arranged for a short dependency chain through x, which bounds the speed of this loop more than
+// the instruction count: the terms without atan ("rest"), 1 / (1 + x^2) and the sign of x are
+// computed off the chain, the two quotients are independent divisions, and the last operation is
+// one fused multiply-add with atan|x|: x' = (w y + rest) - (sign(x) w) atan|x|, w = cl prec / (1 + x^2).
 template <bool kUniformPrec>
-inline vf atan_likelihood(vf x, vf y, vf prec) {
+inline vf em_step(vf x, vf f, vf y, vf prec, float cx, float ce, float cl, float s, vf zz) {
   const vf one = splat(1.0f);
+  vf rest = cx * x + ce * f + s * zz;
   vf a = (vf)((vu)x & 0x7fffffffu);
   vi big = a > 2.414213562373095f;
-  vi mid = (a > 0.4142135623730950f) & ~big;
+  vi mid = a > 0.4142135623730950f;  // overridden where big
   vf num = big ? splat(-1.0f) : (mid ? a - 1.0f : a);
   vf den = big ? a : (mid ? a + 1.0f : one);
-  vf q = one + x * x;
-  vf inv = one / (den * q);
-  vf u = num * q * inv;
   vf y0 = big ? splat(1.5707963267948966f) : (mid ? splat(0.7853981633974483f) : splat(0.0f));
+  vf q = x * x + one;
+  vf u = num / den;
+  vf w = one / q;  // 1 / (1 + x^2)
   vf z = u * u;
+  vf uz = u * z;
   vf p = ((8.05374449538e-2f * z - 1.38776856032e-1f) * z + 1.99777106478e-1f) * z - 3.33329491539e-1f;
-  vf r = y0 + (p * z * u + u);
-  vf at = (vf)((vu)r | ((vu)x & 0x80000000u));
-  if constexpr (kUniformPrec) return (y - at) * (den * inv);  // the precision is folded into cl
-  return (y - at) * prec * (den * inv);
+  vf r = p * uz + (y0 + u);  // atan|x|
+  vf cw = kUniformPrec ? cl * w : cl * prec * w;  // with a uniform precision, cl already has it
+  vf cws = (vf)((vu)cw ^ ((vu)x & 0x80000000u));
+  return (cw * y + rest) - cws * r;
 }
 
 // Cephes logf for x in (0, 1].
@@ -222,14 +228,12 @@ void run_tile(const Problem& P, int64_t base) {
 #pragma GCC unroll 4
       for (int j = 0; j < kStepsPerBlock; ++j) {
         for (int v = 0; v < kVec; ++v)
-          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood<kUniformPrec>(x[v], y[v], pr[v]) +
-                 c[4 * j + 3] * z[j][v];
+          x[v] = em_step<kUniformPrec>(x[v], f[v], y[v], pr[v], c[4 * j], c[4 * j + 1], c[4 * j + 2], c[4 * j + 3], z[j][v]);
       }
     } else {
       for (int64_t j = 0; j < P.K - b * kStepsPerBlock; ++j) {
         for (int v = 0; v < kVec; ++v)
-          x[v] = c[4 * j] * x[v] + c[4 * j + 1] * f[v] + c[4 * j + 2] * atan_likelihood<kUniformPrec>(x[v], y[v], pr[v]) +
-                 c[4 * j + 3] * z[j][v];
+          x[v] = em_step<kUniformPrec>(x[v], f[v], y[v], pr[v], c[4 * j], c[4 * j + 1], c[4 * j + 2], c[4 * j + 3], z[j][v]);
       }
     }
   }

@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
 
+from .._ensemble import mean_and_spread, member_mean
 from .._validation import (
     check_ensemble,
     check_observations,
@@ -78,10 +79,6 @@ def gaspari_cohn(r, radius):
              + (1.0 / 12.0) * z**5 - (2.0 / 3.0) / z_safe)
     return jnp.where(z <= 1.0, inner, jnp.where(z <= 2.0, outer, 0.0))
 
-
-def _spread(E):
-    """sqrt of the ensemble variance (ddof=1) averaged over components."""
-    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
 
 
 def _forecast(model, E, t0, key, steps_per_obs):
@@ -278,15 +275,15 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, obs_locs, *, steps
     h = jax.vmap(observation)
 
     def analysis(E, y, key, rot):
-        mu = jnp.mean(E, axis=0, keepdims=True)
+        mu = member_mean(E, keepdims=True)
         A = E - mu
         Eo = h(E)
-        yo = jnp.mean(Eo, axis=0, keepdims=True)
+        yo = member_mean(Eo, keepdims=True)
         Y = Eo - yo
         if method == "pertobs":
             # whitened: C = Y^T Y + (N-1) R = L_R (Ys^T Ys + (N-1) I) L_R^T, Ys = Y L_R^{-T}
             Z = jax.random.normal(key, Eo.shape, dtype=dtype)
-            Z = Z - jnp.mean(Z, axis=0, keepdims=True)  # centred perturbations D = Z L_R^T
+            Z = Z - member_mean(Z, keepdims=True)  # centred perturbations D = Z L_R^T
             Ys = Y @ L_R_inv.T
             innov_s = (y[None, :] - Eo) @ L_R_inv.T - Z  # (N, m) = (y - D - Eo) L_R^{-T}
             lam, V = jnp.linalg.eigh(Ys.T @ Ys + (N - 1) * jnp.eye(Ys.shape[1], dtype=dtype))
@@ -313,11 +310,11 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, obs_locs, *, steps
         k, y, ck, rot = inp
         kf, ka = jax.random.split(ck)
         E = _forecast(model, E, k * steps_per_obs * model.dt, kf, steps_per_obs)
-        mu_f = jnp.mean(E, axis=0, keepdims=True)
+        mu_f = member_mean(E, keepdims=True)
         E = mu_f + inflation * (E - mu_f)
-        f_stats = (mu_f[0], _spread(E))
+        f_stats = (mu_f[0], mean_and_spread(E)[1])
         E = analysis(E, y, ka, rot)
-        out = (jnp.mean(E, axis=0), _spread(E)) + f_stats + ((E,) if store_ensembles else (None,))
+        out = mean_and_spread(E) + f_stats + ((E,) if store_ensembles else (None,))
         return E, out
 
     T = ys.shape[0]

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._ensemble import mean_and_spread, member_mean
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
 from ..diffusion.noise import ARS_STEPS, NOISE_KINDS, gaussian
 from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
@@ -35,15 +36,11 @@ from ..simulate import propagate, propagate_ensemble
 from ._types import EnsembleFilterResult
 
 
-def _spread(E):
-    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
-
-
 def ensemble_mixture_score(members, alpha, sigma2, x):
     r"""Score of :math:`\frac1N\sum_j\mathcal N(\alpha x_j, \sigma^2 I)` at ``x`` ``(n, d)``;
     ``members`` ``(N, d)``. Memory :math:`O((n+N)d + nN)`: squared distances come from one
     ``(n, N)`` matrix product after centring both sets on :math:`\alpha\bar x`."""
-    c = alpha * jnp.mean(members, axis=0)
+    c = alpha * member_mean(members)
     xm = alpha * members - c[None, :]
     xc = x - c[None, :]
     d2 = jnp.sum(xc**2, -1)[:, None] - 2.0 * (xc @ xm.T) + jnp.sum(xm**2, -1)[None, :]
@@ -183,7 +180,7 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
             Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
         Ef = constrain(Ef)
         Ea = analysis(Ef, y, ka)
-        out = (jnp.mean(Ea, 0), _spread(Ea), jnp.mean(Ef, 0), _spread(Ef), Ea if store else None)
+        out = mean_and_spread(Ea) + mean_and_spread(Ef) + (Ea if store else None,)
         return Ea, out
 
     T = ys.shape[0]

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from .._ensemble import mean_and_spread
 from .._validation import check_ensemble, check_observations, check_positive_int, raise_if_diverged
 from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
 from ..diffusion.networks import MLPScore, batch_score
@@ -42,10 +43,6 @@ from ..diffusion.sde import EnSFSDE
 from ..diffusion.training import fit_steps
 from ..simulate import propagate
 from ._types import EnsembleFilterResult
-
-
-def _spread(E):
-    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
 
 
 class PreconditionedScore(eqx.Module):
@@ -135,7 +132,7 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
         x_T = jax.random.normal(k0, Ef.shape, dtype=Ef.dtype)
         Ea = euler_maruyama(sde, score, x_T, key=ks, n_steps=n_sde_steps)
         params = eqx.filter(net, eqx.is_inexact_array)
-        out = (jnp.mean(Ea, 0), _spread(Ea), jnp.mean(Ef, 0), _spread(Ef), Ea if store else None)
+        out = mean_and_spread(Ea) + mean_and_spread(Ef) + (Ea if store else None,)
         return (Ea, params, opt_state), out
 
     T = ys.shape[0]

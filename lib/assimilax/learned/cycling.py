@@ -28,16 +28,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 
+from .._ensemble import mean_and_spread, member_mean
 from .._validation import check_finite, check_observations, check_positive_int, check_shape, raise_if_diverged
 from ..filters._types import EnsembleFilterResult
 from .analysis import residual_condition
 from .forward import ModelForward, as_forward
 
-
-def _spread(E):
-    if E.shape[0] < 2:
-        return jnp.zeros((), E.dtype)
-    return jnp.sqrt(jnp.mean(jnp.var(E, axis=0, ddof=1)))
 
 
 def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residual=None, n_members: int | None = None,
@@ -129,7 +125,7 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
         if cycle == "analysis":
             E = u_det
         elif cycle == "mean":
-            E = jnp.mean(E, axis=0, keepdims=True)
+            E = member_mean(E, keepdims=True)
         if is_model and model_noise:
             EF = jax.vmap(lambda x, kk: forward(x, t_idx * dt, key=kk))(E, jax.random.split(kf, E.shape[0]))
         elif is_model:
@@ -143,11 +139,11 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
         if residual is not None:
             conds = jax.vmap(residual_condition, in_axes=(None, 0))(y, U)
             U = U + residual.sample(conds, key=kr, n_steps=residual_steps).astype(U.dtype)
-        out = (jnp.mean(U, axis=0), _spread(U), jnp.mean(EF, axis=0), _spread(EF), U if store_ensembles else None)
+        out = mean_and_spread(U) + mean_and_spread(EF) + (U if store_ensembles else None,)
         return (U, u_det), out
 
     T = ys.shape[0]
-    carry0 = (E0, jnp.mean(E0, axis=0, keepdims=True))
+    carry0 = (E0, member_mean(E0, keepdims=True))
     _, (ma, sa, mf, sf, ens) = jax.lax.scan(step, carry0, (jnp.arange(T), ys, jax.random.split(key, T)))
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
