@@ -22,8 +22,11 @@ shards the members over them (``NamedSharding(mesh, P("x", None))``).
 
 Records (``problem="lorenz96_arctan"``, ``method="EnSF"``, ``library="assimilax"``) are merged
 into ``benchmarks/results/peers.json`` with :func:`benchmarks._records.append_records`.
-``seconds_total`` includes compilation; ``seconds_per_cycle`` is the warm time of a second run
-divided by the cycles; ``rmse`` is the mean analysis RMSE over the cycles of the warm run.
+``seconds_total`` includes compilation; ``seconds_per_cycle`` is the median over the warm runs
+(``--repeats``: 3 below d = 10^6, 1 at 10^6, where one warm run of EnSF with Threefry increments
+takes about two minutes) of warm time / cycles, as in ``benchmarks/peers.py``, and
+``seconds_per_cycle_runs`` lists every warm run; ``rmse`` is the mean analysis RMSE over the
+cycles (the same in every run: same key).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,7 +43,8 @@ PYTORCH_ANCHOR = {1000: 0.27, 10000: 2.3, 100000: 22.6, 1000000: 670.0}  # s/cyc
 METHOD = {"gaussian": "EnSF", "gaussian_ars": "EnSF (ARS increments)", "rademacher": "EnSF (weak Euler)"}
 
 
-def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str = "gaussian", seed: int = 0) -> dict:
+def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str = "gaussian", seed: int = 0,
+            repeats: int | None = None) -> dict:
     import jax
     import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -76,14 +81,18 @@ def run_one(dim: int, cycles: int, n_sde: int, prior_score: str, sde_noise: str 
     t0 = time.perf_counter()
     jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
     total = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    res = jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
-    warm = time.perf_counter() - t0
+    repeats = (3 if dim < 10**6 else 1) if repeats is None else repeats
+    warms = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        res = jax.block_until_ready(ensemble_score_filter(model, obs, ys, E0, key=k[3], **kw))
+        warms.append((time.perf_counter() - t0) / cycles)
     rmse = jnp.sqrt(jnp.mean((res.analysis_mean - states) ** 2, axis=1))
     return {
         "problem": "lorenz96_arctan", "method": METHOD[sde_noise],
         "library": "assimilax", "dim": dim,
-        "rmse": float(jnp.mean(rmse)), "rmse_final": float(rmse[-1]), "seconds_per_cycle": warm / cycles,
+        "rmse": float(jnp.mean(rmse)), "rmse_final": float(rmse[-1]), "seconds_per_cycle": statistics.median(warms),
+        "seconds_per_cycle_runs": warms,
         "seconds_total": total, "seeds": [seed], "n_cycles": cycles,
         "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0,
         "config": {"N": 20, "n_sde_steps": n_sde, "eps_a": 0.5, "eps_b": 0.025, "prior_score": prior_score,
@@ -101,11 +110,12 @@ def main(argv=None):
     p.add_argument("--prior-score", default="per_member")
     p.add_argument("--sde-noise", default="gaussian,gaussian_ars,rademacher")
     p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=None, help="warm runs per size (default 3 below d = 1e6, else 1)")
     p.add_argument("--no-write", action="store_true")
     p.add_argument("--single", type=int, default=None, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.single is not None:
-        print(json.dumps(run_one(a.single, a.cycles, a.sde_steps, a.prior_score, a.sde_noise)))
+        print(json.dumps(run_one(a.single, a.cycles, a.sde_steps, a.prior_score, a.sde_noise, repeats=a.repeats)))
         return
     env = dict(os.environ)
     if a.devices > 1:
@@ -113,7 +123,8 @@ def main(argv=None):
     records = []
     for d, noise in ((int(s), n) for s in a.dims.split(",") for n in a.sde_noise.split(",")):
         out = subprocess.run([sys.executable, "-m", "benchmarks.ensf_scaling", "--single", str(d), "--cycles", str(a.cycles),
-                              "--sde-steps", str(a.sde_steps), "--prior-score", a.prior_score, "--sde-noise", noise],
+                              "--sde-steps", str(a.sde_steps), "--prior-score", a.prior_score, "--sde-noise", noise]
+                             + ([] if a.repeats is None else ["--repeats", str(a.repeats)]),
                              capture_output=True, text=True, check=True, env=env,
                              cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         rec = json.loads(out.stdout.strip().splitlines()[-1])

@@ -95,12 +95,15 @@ inline vf log_v(vf x) {
   return m + y + 0.693359375f * fe;
 }
 
-// sin and cos of 2 pi u, u in [0, 1): exact quadrant reduction and the Cephes polynomials
-// (as assimilax.diffusion.noise.sincos_2pi).
-inline void sincos_2pi(vf u, vf& sn, vf& cs) {
-  vi qi = __builtin_convertvector(u * 4.0f + 0.5f, vi);  // >= 0, so truncation is floor
-  vf q = __builtin_convertvector(qi, vf);
-  vf f = (u * 4.0f - q) * 1.5707963267948966f;
+// sin and cos of 2 pi u, u = k 2^-24 for a 24-bit integer k: exact quadrant reduction and the
+// Cephes polynomials (as assimilax.diffusion.noise.sincos_2pi, which does the reduction in
+// floating point; here it comes from the integer bits, with the same q and f up to a tie at
+// 4u + 0.5 just below 4.5, where q = 3 replaces q = 4 for the same angle).
+inline void sincos_2pi_bits(vu k, vf& sn, vf& cs) {
+  // q = round(4u) = (k + 2^21) >> 22, f = (4u - q) pi / 2 from the low 22 bits (exact)
+  vu t = k + (1u << 21);
+  vi qi = (vi)(t >> 22);
+  vf f = __builtin_convertvector((vi)(t & 0x3fffffu) - (1 << 21), vf) * (1.5707963267948966f / 4194304.0f);
   vf f2 = f * f;
   vf s = f + f * f2 * (-1.6666654611e-1f + f2 * (8.3321608736e-3f + f2 * -1.9515295891e-4f));
   vf c = 1.0f - 0.5f * f2 + f2 * f2 * (4.166664568298827e-2f + f2 * (-1.388731625493765e-3f + f2 * 2.443315711809948e-5f));
@@ -114,10 +117,9 @@ inline void sincos_2pi(vf u, vf& sn, vf& cs) {
 // Two standard normals from two words (as assimilax.diffusion.noise.box_muller).
 inline void box_muller(vu w0, vu w1, vf& z0, vf& z1) {
   vf u1 = (__builtin_convertvector((vi)(w0 >> 1), vf) + 0.5f) * 4.656612873077393e-10f;  // 2^-31
-  vf u2 = __builtin_convertvector((vi)(w1 >> 8), vf) * 5.960464477539063e-08f;           // 2^-24
   vf r = __builtin_ia32_sqrtps256(-2.0f * log_v(u1));
   vf sn, cs;
-  sincos_2pi(u2, sn, cs);
+  sincos_2pi_bits(w1 >> 8, sn, cs);
   z0 = r * cs;
   z1 = r * sn;
 }
@@ -217,20 +219,24 @@ void run_tile(const Problem& P, int64_t base) {
   for (int64_t b = 0; b < n_blocks; ++b) {
     const RoundKeys& rk = P.round_keys[b];
     vf z[kStepsPerBlock][kVec];
-    for (int v = 0; v < kVec; ++v) {
-      vu W[4];
-      ars8(ctr[v], rk, W);
-      box_muller(W[0], W[1], z[0][v], z[1][v]);
-      box_muller(W[2], W[3], z[2][v], z[3][v]);
-    }
+    vu W[kVec][4];
+    for (int v = 0; v < kVec; ++v) ars8(ctr[v], rk, W[v]);
     const float* c = P.coef + 4 * kStepsPerBlock * b;  // with a uniform precision, P.coef has cl * prec
     if ((b + 1) * kStepsPerBlock <= P.K) {  // a full block: constant trip count, z stays in registers
-#pragma GCC unroll 4
-      for (int j = 0; j < kStepsPerBlock; ++j) {
-        for (int v = 0; v < kVec; ++v)
-          x[v] = em_step<kUniformPrec>(x[v], f[v], y[v], pr[v], c[4 * j], c[4 * j + 1], c[4 * j + 2], c[4 * j + 3], z[j][v]);
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {  // each Box--Muller pair just before its two steps: fewer live registers
+        for (int v = 0; v < kVec; ++v) box_muller(W[v][2 * h], W[v][2 * h + 1], z[2 * h][v], z[2 * h + 1][v]);
+#pragma GCC unroll 2
+        for (int j = 2 * h; j < 2 * h + 2; ++j) {
+          for (int v = 0; v < kVec; ++v)
+            x[v] = em_step<kUniformPrec>(x[v], f[v], y[v], pr[v], c[4 * j], c[4 * j + 1], c[4 * j + 2], c[4 * j + 3], z[j][v]);
+        }
       }
     } else {
+      for (int v = 0; v < kVec; ++v) {
+        box_muller(W[v][0], W[v][1], z[0][v], z[1][v]);
+        box_muller(W[v][2], W[v][3], z[2][v], z[3][v]);
+      }
       for (int64_t j = 0; j < P.K - b * kStepsPerBlock; ++j) {
         for (int v = 0; v < kVec; ++v)
           x[v] = em_step<kUniformPrec>(x[v], f[v], y[v], pr[v], c[4 * j], c[4 * j + 1], c[4 * j + 2], c[4 * j + 3], z[j][v]);
