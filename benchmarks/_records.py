@@ -190,16 +190,22 @@ def render_markdown(records, meta=None, mapping=None):
             "in XLA; *EnSF (ARS increments)* draws the same Gaussian increments from ARS-4x32-7 words "
             "and runs the analysis in the fused C++ kernel of `assimilax._native` (AES-NI, all SDE "
             "steps of an element in registers); *EnSF (weak Euler)* draws ±1 increments (same weak "
-            "order). Peak memory is the resident set of the whole process (JAX runtime included).")
+            "order). Seconds per cycle: median over the warm runs listed in the last column (3 "
+            "below d = 10⁶, 1 at 10⁶; compilation excluded). The machine is shared: the same "
+            "configuration run again minutes later can differ by more than the spread within one "
+            "process, so ratios near a threshold are not settled by one table. Peak memory is the "
+            "resident set of the whole process (JAX runtime included).")
         lines.append("")
-        lines.append("| dim | method | s/cycle assimilax | s/cycle PyTorch | speed-up | peak memory | RMSE (cycles) |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+        lines.append("| dim | method | s/cycle assimilax | s/cycle PyTorch | speed-up | peak memory | RMSE (cycles) "
+                     "| warm runs, s/cycle |")
+        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in scaled:
             anchor = r["pytorch_anchor_seconds_per_cycle"]
             sp = _ratio(r["seconds_per_cycle"], anchor)
             lines.append(f"| {r['dim']:,} | {r['method']} | {_time_fmt(r['seconds_per_cycle'])} | {_time_fmt(anchor)} "
                          f"| {_fmt(sp, '.1f')}× | {_fmt(r.get('peak_memory_mb'), '.0f')} MiB "
-                         f"| {_fmt(r['rmse'], '.3f')} ({r.get('n_cycles', '?')}) |")
+                         f"| {_fmt(r['rmse'], '.3f')} ({r.get('n_cycles', '?')}) "
+                         f"| {', '.join(_time_fmt(t) for t in r.get('seconds_per_cycle_runs', [r['seconds_per_cycle']]))} |")
         lines.append("")
     proto = sorted((r for r in records if r.get("protocol_reference")), key=lambda r: r["method"])
     if proto:
