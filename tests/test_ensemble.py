@@ -7,7 +7,7 @@ import pytest
 from assimilax._ensemble import mean_and_spread, member_mean
 
 
-@pytest.mark.parametrize("shape", [(1, 7), (2, 3), (20, 1000), (5, 4, 6)])
+@pytest.mark.parametrize("shape", [(1, 7), (2, 3), (20, 1000), (5, 4, 6), (20, 7000), (3, 50000)])  # both sides of 2^17
 def test_member_mean_equals_numpy(shape):
     E = np.random.default_rng(0).normal(3.0, 2.0, shape).astype(np.float32)
     np.testing.assert_allclose(member_mean(E), E.astype(np.float64).mean(0), rtol=1e-6, atol=1e-6)

@@ -7,11 +7,15 @@ major axis of a large array to a slow loop: for ``N = 20`` and ``d = 10^5`` it t
 milliseconds where the contraction (one matrix-vector product) takes well under one
 (``benchmarks/member_mean.py`` measures both). A filter that reports the mean and spread of the
 forecast and analysis ensembles every cycle paid that several times per cycle. The contraction
-uses ``precision="highest"`` so that GPUs do not round it to TF32.
+uses ``precision="highest"`` so that GPUs do not round it to TF32. Below :math:`2^{17}` elements
+``jnp.mean`` is kept: there the contraction's call overhead is larger than the reduction, and
+inside a jitted loop the reduction fuses with the operations around it.
 """
 from __future__ import annotations
 
 import jax.numpy as jnp
+
+_CONTRACT_FROM = 2**17  # elements; below this ``jnp.mean`` is as fast or faster (benchmarks/member_mean.py)
 
 
 def member_mean(E, keepdims: bool = False):
@@ -22,6 +26,8 @@ def member_mean(E, keepdims: bool = False):
     E = jnp.asarray(E)
     if E.ndim < 1 or E.shape[0] < 1:
         raise ValueError(f"member_mean needs an ensemble (N, ...) with N >= 1, got shape {E.shape}")
+    if E.size < _CONTRACT_FROM:  # small: XLA fuses the reduction with its neighbours
+        return jnp.mean(E, axis=0, keepdims=keepdims)
     w = jnp.full((E.shape[0],), 1.0 / E.shape[0], dtype=E.dtype)
     m = jnp.tensordot(w, E, axes=1, precision="highest")
     return m[None] if keepdims else m
