@@ -80,7 +80,6 @@ def gaspari_cohn(r, radius):
     return jnp.where(z <= 1.0, inner, jnp.where(z <= 2.0, outer, 0.0))
 
 
-
 def _forecast(model, E, t0, key, steps_per_obs):
     r"""Advance every member by ``steps_per_obs`` model steps.
 
