@@ -35,7 +35,6 @@ from .analysis import residual_condition
 from .forward import ModelForward, as_forward
 
 
-
 def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residual=None, n_members: int | None = None,
                    steps_per_obs: int = 1, model_noise: bool = False, store_ensembles: bool = True,
                    residual_steps: int | None = None, cycle: str = "members") -> EnsembleFilterResult:
