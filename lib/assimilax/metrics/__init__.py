@@ -112,3 +112,9 @@ def time_mean(values, burn_in: int = 0):
 
 __all__ = ["rmse", "spread", "crps_ensemble", "rank_histogram", "interval_coverage",
            "gaussian_interval_coverage", "wrap_angle", "time_mean"]
+
+# Intervals, paired comparisons and computed verdicts (issue 19); energy spectra (issue 15).
+from .stats import MeanInterval, PairedComparison, Verdict, compare, format_interval, mean_interval, paired_comparison  # noqa: E402
+
+__all__ += ["MeanInterval", "PairedComparison", "Verdict", "compare", "format_interval", "mean_interval",
+            "paired_comparison"]

@@ -1,0 +1,206 @@
+r"""Intervals, paired comparisons and computed verdicts for the book's comparisons.
+
+Every comparative sentence in a chapter ("better than", "within noise of", "worse than") is
+chosen by :func:`compare` from a paired comparison over the same seeds or test truths, and its
+numbers are formatted by the same object, so that the sentence and the figures quoted with it
+cannot disagree.
+
+The Student-t interval of a mean of :math:`n` values with sample mean :math:`\bar v` and
+unbiased standard deviation :math:`s` is
+
+.. math:: \bar v \pm t_{n-1,\,(1+\ell)/2}\, \frac{s}{\sqrt n},
+
+and the paired comparison applies it to the differences :math:`a_i - b_i`
+(the paired t-test, :cite:`student1908probable`). The bootstrap option is the percentile
+bootstrap of the mean :cite:`efron1993introduction`. These are post-processing helpers: they
+take concrete (NumPy-convertible) values, not traced ones, and return Python floats.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional
+
+import jax
+import numpy as np
+from jaxtyping import Array, Float
+from scipy.special import stdtrit
+
+
+class MeanInterval(NamedTuple):
+    """Mean of ``n`` values and its two-sided confidence interval ``(low, high)``."""
+
+    mean: float
+    low: float
+    high: float
+    n: int
+
+
+class PairedComparison(NamedTuple):
+    """Paired differences ``a - b``: their mean, its t interval, ``n`` pairs, and how many
+    pairs have ``a < b`` (``n_a_lower``), ``a > b`` (``n_a_higher``) and ``a == b`` (``n_ties``)."""
+
+    mean_difference: float
+    low: float
+    high: float
+    n: int
+    n_a_lower: int
+    n_a_higher: int
+    n_ties: int
+
+
+class Verdict(NamedTuple):
+    """The phrase a paired comparison supports and its numbers, ready to glue.
+
+    ``phrase`` is one of ``"better than"``, ``"within noise of"``, ``"worse than"`` (``a``
+    relative to ``b``); ``word`` is ``"better"``, ``"indistinguishable"`` or ``"worse"``;
+    ``comparison`` holds the underlying :class:`PairedComparison`, ``a`` and ``b`` the two
+    :class:`MeanInterval`; ``summary`` is a formatted sentence fragment, e.g.
+    ``"0.12 [0.10, 0.14] vs 0.20 [0.18, 0.22]; difference -0.08 [-0.10, -0.06], 5 of 5 pairs"``.
+    """
+
+    phrase: str
+    word: str
+    comparison: PairedComparison
+    a: MeanInterval
+    b: MeanInterval
+    summary: str
+
+
+def _values(values, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional (n,), got shape {arr.shape}")
+    if arr.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 values for an interval, got {arr.shape[0]}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or inf (first at index {int(np.argmin(np.isfinite(arr)))})")
+    return arr
+
+
+def _level(level: float) -> float:
+    if not 0.0 < float(level) < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    return float(level)
+
+
+def _t_interval(arr: np.ndarray, level: float) -> tuple[float, float, float]:
+    n = arr.shape[0]
+    mean = float(np.mean(arr))
+    sem = float(np.std(arr, ddof=1)) / np.sqrt(n)
+    half = float(stdtrit(n - 1, 0.5 + level / 2.0)) * sem
+    return mean, mean - half, mean + half
+
+
+def mean_interval(values: Float[Array, " n"], level: float = 0.95, method: str = "t", *,
+                  key: Optional[jax.Array] = None, n_resamples: int = 9999) -> MeanInterval:
+    r"""Mean of ``values`` with a two-sided ``level`` confidence interval.
+
+    ``method="t"``: :math:`\bar v \pm t_{n-1,(1+\ell)/2}\, s/\sqrt n` (Student t,
+    :cite:`student1908probable`). ``method="bootstrap"``: the percentile bootstrap
+    :cite:`efron1993introduction`, the :math:`(1\mp\ell)/2` quantiles of the means of
+    ``n_resamples`` resamples drawn with replacement using ``key`` (required).
+
+    **Arguments:**
+
+    - `values`: shape ``(n,)``, ``n >= 2``, finite.
+    - `level`: confidence level in ``(0, 1)``.
+    - `method`: ``"t"`` or ``"bootstrap"``.
+    - `key`: a ``jax.random`` key, needed for the bootstrap.
+    - `n_resamples`: bootstrap resamples.
+
+    **Returns:** a :class:`MeanInterval` ``(mean, low, high, n)`` of Python numbers.
+    """
+    arr = _values(values, "values")
+    level = _level(level)
+    n = arr.shape[0]
+    if method == "t":
+        mean, low, high = _t_interval(arr, level)
+        return MeanInterval(mean, low, high, n)
+    if method == "bootstrap":
+        if key is None:
+            raise ValueError("method='bootstrap' needs an explicit key=jax.random.key(...)")
+        if int(n_resamples) < 1:
+            raise ValueError(f"n_resamples must be a positive integer, got {n_resamples!r}")
+        idx = np.asarray(jax.random.randint(key, (int(n_resamples), n), 0, n))
+        means = arr[idx].mean(axis=1)
+        low, high = np.quantile(means, [0.5 - level / 2.0, 0.5 + level / 2.0])
+        return MeanInterval(float(np.mean(arr)), float(low), float(high), n)
+    raise ValueError(f"method must be 't' or 'bootstrap', got {method!r}")
+
+
+def paired_comparison(a: Float[Array, " n"], b: Float[Array, " n"], level: float = 0.95) -> PairedComparison:
+    r"""Paired comparison of ``a`` and ``b`` measured on the same seeds or test truths.
+
+    The differences :math:`d_i = a_i - b_i` get the Student-t interval of their mean (the paired
+    t-test's interval, :cite:`student1908probable`); the counts say how many pairs favour each
+    side.
+
+    **Arguments:**
+
+    - `a`, `b`: shape ``(n,)`` each, ``n >= 2``, finite, pair ``i`` from the same seed.
+    - `level`: confidence level in ``(0, 1)``.
+
+    **Returns:** a :class:`PairedComparison`.
+    """
+    a_arr, b_arr = _values(a, "a"), _values(b, "b")
+    if a_arr.shape != b_arr.shape:
+        raise ValueError(f"a and b must have the same shape (n,), got {a_arr.shape} and {b_arr.shape}")
+    level = _level(level)
+    d = a_arr - b_arr
+    mean, low, high = _t_interval(d, level)
+    return PairedComparison(mean, low, high, int(d.shape[0]), int(np.sum(d < 0)), int(np.sum(d > 0)),
+                            int(np.sum(d == 0)))
+
+
+def _fmt(x: float, digits: int) -> str:
+    return f"{x:.{digits}g}" if digits > 0 else f"{x}"
+
+
+def compare(a: Float[Array, " n"], b: Float[Array, " n"], *, lower_is_better: bool = True,
+            level: float = 0.95, digits: int = 3) -> Verdict:
+    r"""The verdict a paired comparison of ``a`` with ``b`` supports.
+
+    With :math:`[\ell, h]` the paired t interval of the mean of :math:`a_i - b_i`
+    (:func:`paired_comparison`), ``a`` is
+
+    - ``"better than"`` ``b`` when the whole interval lies on the better side of 0
+      (:math:`h < 0` if lower is better, :math:`\ell > 0` otherwise),
+    - ``"worse than"`` ``b`` when it lies wholly on the other side,
+    - ``"within noise of"`` ``b`` when it contains 0.
+
+    **Arguments:**
+
+    - `a`, `b`: shape ``(n,)``, paired by seed (e.g. RMSEs of two methods on the same truths).
+    - `lower_is_better`: ``True`` for errors and costs, ``False`` for scores.
+    - `level`: confidence level of the interval.
+    - `digits`: significant digits of the numbers in ``summary``.
+
+    **Returns:** a :class:`Verdict`; glue ``verdict.phrase`` into the sentence.
+    """
+    pc = paired_comparison(a, b, level)
+    if lower_is_better:
+        better, worse = pc.high < 0.0, pc.low > 0.0
+        n_fav = pc.n_a_lower
+    else:
+        better, worse = pc.low > 0.0, pc.high < 0.0
+        n_fav = pc.n_a_higher
+    if better:
+        phrase, word = "better than", "better"
+    elif worse:
+        phrase, word = "worse than", "worse"
+    else:
+        phrase, word = "within noise of", "indistinguishable"
+    ia, ib = mean_interval(a, level), mean_interval(b, level)
+    f = lambda x: _fmt(x, digits)  # noqa: E731
+    summary = (f"{f(ia.mean)} [{f(ia.low)}, {f(ia.high)}] vs {f(ib.mean)} [{f(ib.low)}, {f(ib.high)}]; "
+               f"difference {f(pc.mean_difference)} [{f(pc.low)}, {f(pc.high)}], "
+               f"{n_fav} of {pc.n} pairs favour the first")
+    return Verdict(phrase, word, pc, ia, ib, summary)
+
+
+def format_interval(interval: MeanInterval, digits: int = 3) -> str:
+    """``"mean [low, high]"`` with ``digits`` significant digits, for glue."""
+    return f"{_fmt(interval.mean, digits)} [{_fmt(interval.low, digits)}, {_fmt(interval.high, digits)}]"
+
+
+__all__ = ["MeanInterval", "PairedComparison", "Verdict", "mean_interval", "paired_comparison", "compare",
+           "format_interval"]

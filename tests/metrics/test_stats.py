@@ -1,0 +1,77 @@
+"""Intervals and paired comparisons against SciPy; the verdict flips exactly where the interval crosses 0."""
+import jax
+import numpy as np
+import pytest
+import scipy.stats
+
+from assimilax.metrics import compare, format_interval, mean_interval, paired_comparison
+
+
+@pytest.mark.parametrize("n, level", [(2, 0.95), (5, 0.95), (12, 0.9), (40, 0.99)])
+def test_t_interval_matches_scipy(n, level):
+    v = np.random.default_rng(n).normal(1.0, 2.0, n)
+    mi = mean_interval(v, level)
+    lo, hi = scipy.stats.t.interval(level, n - 1, loc=v.mean(), scale=scipy.stats.sem(v))
+    assert mi.n == n
+    np.testing.assert_allclose([mi.mean, mi.low, mi.high], [v.mean(), lo, hi], rtol=1e-12)
+
+
+def test_paired_matches_ttest_rel():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0.0, 1.0, 9)
+    b = a + rng.normal(0.3, 0.5, 9)
+    pc = paired_comparison(a, b, 0.9)
+    res = scipy.stats.ttest_rel(a, b)
+    ci = res.confidence_interval(0.9)
+    np.testing.assert_allclose([pc.low, pc.high], [ci.low, ci.high], rtol=1e-12)
+    np.testing.assert_allclose(pc.mean_difference, np.mean(a - b), rtol=1e-12)
+    # the interval excludes 0 exactly when the two-sided p-value is below 1 - level
+    assert (pc.high < 0 or pc.low > 0) == (res.pvalue < 0.1)
+    assert pc.n == 9 and pc.n_a_lower + pc.n_a_higher + pc.n_ties == 9
+    assert pc.n_a_lower == int(np.sum(a < b))
+
+
+def test_bootstrap_close_to_scipy_percentile():
+    v = np.random.default_rng(3).exponential(1.0, 30)
+    mi = mean_interval(v, 0.9, method="bootstrap", key=jax.random.key(0), n_resamples=20000)
+    ref = scipy.stats.bootstrap((v,), np.mean, confidence_level=0.9, method="percentile", n_resamples=20000,
+                                random_state=np.random.default_rng(1)).confidence_interval
+    width = ref.high - ref.low
+    assert abs(mi.low - ref.low) < 0.05 * width and abs(mi.high - ref.high) < 0.05 * width
+    assert mi.mean == pytest.approx(v.mean())
+    # same key, same interval
+    assert mean_interval(v, 0.9, method="bootstrap", key=jax.random.key(0), n_resamples=20000) == mi
+
+
+def test_verdict_flips_exactly_at_zero():
+    rng = np.random.default_rng(5)
+    noise = rng.normal(0.0, 1.0, 8)
+    noise = noise - noise.mean()
+    b = rng.normal(5.0, 1.0, 8)
+    half = mean_interval(noise, 0.95).high  # half-width of the interval of the differences
+    for shift, lower_is_better, phrase in [(-1.01 * half, True, "better than"), (-0.99 * half, True, "within noise of"),
+                                           (0.99 * half, True, "within noise of"), (1.01 * half, True, "worse than"),
+                                           (-1.01 * half, False, "worse than"), (1.01 * half, False, "better than")]:
+        v = compare(b + noise + shift, b, lower_is_better=lower_is_better)
+        assert v.phrase == phrase, (shift, lower_is_better, v)
+        assert (v.comparison.high < 0) == (shift < -half)
+    v = compare(b - 1.0 + 0.01 * noise, b)
+    assert v.word == "better" and "8 of 8 pairs" in v.summary
+    assert format_interval(v.a, 2).count("[") == 1
+
+
+def test_bad_input():
+    with pytest.raises(ValueError, match="same shape"):
+        paired_comparison(np.ones(3), np.ones(4))
+    with pytest.raises(ValueError, match="at least 2"):
+        mean_interval([1.0])
+    with pytest.raises(ValueError, match="one-dimensional"):
+        mean_interval(np.ones((3, 2)))
+    with pytest.raises(ValueError, match="NaN"):
+        mean_interval([1.0, np.nan, 2.0])
+    with pytest.raises(ValueError, match="level"):
+        mean_interval([1.0, 2.0], level=1.5)
+    with pytest.raises(ValueError, match="key"):
+        mean_interval([1.0, 2.0], method="bootstrap")
+    with pytest.raises(ValueError, match="method"):
+        mean_interval([1.0, 2.0], method="bca")
