@@ -31,7 +31,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 _SRC = Path(__file__).with_name("ensf_cpu.cc")
 _TARGETS = {"assimilax_ensf_em_arctan": "AssimilaxEnsfEmArctan", "assimilax_ars_words": "AssimilaxArsWords"}

@@ -77,12 +77,6 @@ class SDE(eqx.Module):
         r"""Mean :math:`\alpha_t x_0` and standard deviation :math:`\sigma_t` of :math:`x_t\mid x_0`."""
         return self.alpha(t) * x0, self.sigma(t)
 
-    def perturb(self, x0, t, *, key):
-        """Draw :math:`x_t = \\alpha_t x_0 + \\sigma_t \\varepsilon`; returns ``(x_t, eps)``."""
-        eps = jax.random.normal(key, jnp.shape(x0), dtype=jnp.result_type(x0))
-        mean, std = self.marginal(x0, t)
-        return mean + std * eps, eps
-
     def prior_std(self, data_std: float = 1.0):
         r"""Std of the Gaussian that approximates :math:`p_{t_\max}` for data of scale ``data_std``:
         :math:`\sqrt{\alpha_T^2 s^2 + \sigma_T^2}`."""

@@ -333,10 +333,6 @@ class ResidualDiffusion(eqx.Module):
             x = euler_maruyama(self.sde, batch_score(self.net, c), x_T, key=k2, n_steps=n_steps, noise_last=False)
         return self.r_mean[None, :] + self.r_std[None, :] * x
 
-    def sample_many(self, cond, n: int, *, key, n_steps: int | None = None):
-        r"""``n`` residual draws for one condition ``cond`` ``(cond_dim,)`` -> ``(n, dim)``."""
-        return self.sample(jnp.broadcast_to(cond, (n, cond.shape[-1])), key=key, n_steps=n_steps)
-
 
 def fit_residual_diffusion(model: ResidualDiffusion, residuals, conds, *, key, n_steps: int = 2000,
                            batch_size: int = 256, learning_rate: float = 1e-3, progress: bool = True):

@@ -9,8 +9,6 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .._validation import check_shape
-
 
 def _pair(estimate, truth):
     estimate, truth = jnp.asarray(estimate), jnp.asarray(truth)
@@ -102,16 +100,8 @@ def wrap_angle(theta):
     return jnp.where(wrapped == -jnp.pi, jnp.pi, wrapped)
 
 
-def time_mean(values, burn_in: int = 0):
-    """Mean over the time axis after discarding the first ``burn_in`` entries."""
-    values = jnp.asarray(values)
-    if burn_in >= values.shape[0]:
-        raise ValueError(f"burn_in={burn_in} discards all {values.shape[0]} time steps")
-    return jnp.mean(values[burn_in:], axis=0)
-
-
 __all__ = ["rmse", "spread", "crps_ensemble", "rank_histogram", "interval_coverage",
-           "gaussian_interval_coverage", "wrap_angle", "time_mean"]
+           "gaussian_interval_coverage", "wrap_angle"]
 
 # Intervals, paired comparisons and computed verdicts (issue 19); energy spectra (issue 15).
 from .stats import MeanInterval, PairedComparison, Verdict, compare, format_interval, mean_interval, paired_comparison  # noqa: E402

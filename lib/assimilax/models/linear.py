@@ -4,7 +4,6 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._validation import check_covariance, check_shape
 from ._base import DynamicalModel
