@@ -70,3 +70,23 @@ def test_diagonal_noise_is_stored_as_a_vector_and_agrees_with_dense_R():
         NonlinearObservation("arctan", 3, 0.0)
     with pytest.raises(ValueError, match=r"shape \(3,\), got \(2,\)"):
         NonlinearObservation("arctan", 3, [0.1, 0.2])
+
+
+@pytest.mark.parametrize("noise", [-1.0, 0.0, np.nan, np.inf, [0.1, -0.2, 0.3], [0.1, np.nan, 0.3]])
+def test_negative_zero_or_nonfinite_noise_std_is_refused(noise):
+    # a standard deviation enters R as its square, so -1 would otherwise pass as R = I
+    for make in (lambda: LinearObservation.full(3, noise), lambda: LinearObservation.partial([0, 1, 2], 5, noise),
+                 lambda: NonlinearObservation("arctan", 3, noise)):
+        with pytest.raises(ValueError, match="noise standard deviations must be positive and finite"):
+            make()
+
+
+def test_negative_std_error_names_the_value_and_component():
+    with pytest.raises(ValueError, match=r"got \[-0\.2\] at components \[1\]"):
+        LinearObservation.full(3, [0.1, -0.2, 0.3])
+    with pytest.raises(ValueError, match=r"got \[-1\.0\]$"):
+        LinearObservation.full(3, -1.0)
+    # a positive std is still accepted, and a traced one is not checked (no concrete value)
+    np.testing.assert_allclose(LinearObservation.full(2, 0.5).R, 0.25 * np.eye(2))
+    R = jax.jit(lambda s: NonlinearObservation("arctan", 2, s).R)(jnp.asarray(-0.5))
+    np.testing.assert_allclose(R, 0.25 * np.eye(2))

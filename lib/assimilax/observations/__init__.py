@@ -64,16 +64,19 @@ class ObservationOperator(eqx.Module):
 def _noise(noise, m: int, name: str = "R"):
     """``(noise_var, R_full)`` from a std (scalar), per-component stds ``(m,)`` or a matrix ``(m, m)``."""
     arr = jnp.asarray(noise)
-    if arr.ndim == 0:
-        var = jnp.full((m,), arr**2)
-    elif arr.ndim == 1:
-        check_shape(arr, (m,), "noise (per-component standard deviations)")
-        var = arr**2
-    else:
+    if arr.ndim >= 2:
         check_covariance(arr, m, name)
         return None, arr
-    if is_concrete(var) and not bool(jnp.all(var > 0)):
-        raise ValueError("noise standard deviations must be positive")
+    if arr.ndim == 1:
+        check_shape(arr, (m,), "noise (per-component standard deviations)")
+    if is_concrete(arr):
+        std = np.asarray(arr, dtype=np.float64)
+        bad = ~(np.isfinite(std) & (std > 0))
+        if bad.any():
+            raise ValueError("noise standard deviations must be positive and finite, got "
+                             f"{std.ravel()[bad.ravel()][:5].tolist()}"
+                             + ("" if std.ndim == 0 else f" at components {np.flatnonzero(bad)[:5].tolist()}"))
+    var = jnp.full((m,), arr**2) if arr.ndim == 0 else arr**2
     return var, None
 
 
