@@ -72,30 +72,39 @@ ARCTAN = "Lorenz-96 arctan (EnSF setting)"
 STATED_SCATTER = {L63: 0.08, L96: 0.02}
 
 
+#: The DAPPER problems by record key: their configuration objects (model, observations, cycles,
+#: X0, published RMSE) are ``assimilax.configs.<name>``.
+CONFIGS = {L63: "LORENZ63_SAKOV2012", L96: "LORENZ96_SAKOV2008"}
+#: The methods run on each problem, spelled as in DAPPER (``configs.<...>.reference(method)``).
+METHODS = {
+    L63: ("ExtKF(infl=180)", "EnKF('Sqrt', N=10, infl=1.02, rot=True)", "EnKF('PertObs', N=10, infl=1.04)",
+          "PartFilt(N=800, reg=0.9, NER=0.2)"),
+    L96: ("EnKF('Sqrt', N=28, infl=1.02, rot=True)", "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)"),
+}
+
+
+def _config(problem):
+    """The ``assimilax.configs`` object of a DAPPER problem (imported here, not at module level, so
+    that :func:`_single_thread` runs before JAX and NumPy are imported)."""
+    from assimilax import configs
+
+    return getattr(configs, CONFIGS[problem])
+
+
+def _case(problem, method, **variant):
+    cfg = _config(problem)
+    ref = cfg.reference(method)
+    name, args, kwargs = ref.dapper
+    module = "dapper.mods." + {L63: "Lorenz63.sakov2012", L96: "Lorenz96.sakov2008"}[problem]
+    return Case(problem, ref.method, module, name, tuple(args), dict(kwargs), ref.filter, dict(ref.options),
+                ref.rmse, ref.ensemble_size, **variant)
+
+
 def lorenz_cases():
-    return [
-        Case(L63, "ExtKF(infl=180)", "dapper.mods.Lorenz63.sakov2012", "ExtKF", (), {"infl": 180},
-             "extended_kalman_filter", {"inflation": 180.0}, 0.92),
-        Case(L63, "EnKF('Sqrt', N=10, infl=1.02, rot=True)", "dapper.mods.Lorenz63.sakov2012", "EnKF",
-             ("Sqrt",), {"N": 10, "infl": 1.02, "rot": True}, "ensemble_kalman_filter",
-             {"method": "sqrt", "inflation": 1.02, "rotate": True}, 0.60, 10),
-        Case(L63, "EnKF('PertObs', N=10, infl=1.04)", "dapper.mods.Lorenz63.sakov2012", "EnKF",
-             ("PertObs",), {"N": 10, "infl": 1.04}, "ensemble_kalman_filter",
-             {"method": "pertobs", "inflation": 1.04}, 0.65, 10),
-        Case(L63, "PartFilt(N=800, reg=0.9, NER=0.2)", "dapper.mods.Lorenz63.sakov2012", "PartFilt", (),
-             {"N": 800, "reg": 0.9, "NER": 0.2}, "particle_filter",
-             {"resample_threshold": 0.2, "jitter": 0.9}, 0.28, 800),
-        Case(L96, "EnKF('Sqrt', N=28, infl=1.02, rot=True)", "dapper.mods.Lorenz96.sakov2008", "EnKF",
-             ("Sqrt",), {"N": 28, "infl": 1.02, "rot": True}, "ensemble_kalman_filter",
-             {"method": "sqrt", "inflation": 1.02, "rotate": True}, 0.18, 28),
-        Case(L96, "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)", "dapper.mods.Lorenz96.sakov2008", "LETKF", (),
-             {"N": 7, "rot": True, "infl": 1.04, "loc_rad": 4}, "ensemble_kalman_filter",
-             {"method": "sqrt", "inflation": 1.04, "rotate": True, "localization_radius": 4.0}, 0.22, 7),
+    return [_case(p, m) for p in (L63, L96) for m in METHODS[p]] + [
         # diagnostic: DAPPER's LETKF with one local analysis per grid point, as assimilax does
-        Case(L96, "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)", "dapper.mods.Lorenz96.sakov2008", "LETKF", (),
-             {"N": 7, "rot": True, "infl": 1.04, "loc_rad": 4}, "ensemble_kalman_filter",
-             {"method": "sqrt", "inflation": 1.04, "rotate": True, "localization_radius": 4.0}, 0.22, 7,
-             dapper_batch=1, dapper_library="dapper (1-point batches)", run_assimilax=False),
+        _case(L96, "LETKF(N=7, rot=True, infl=1.04, loc_rad=4)", dapper_batch=1,
+              dapper_library="dapper (1-point batches)", run_assimilax=False),
     ]
 
 
@@ -174,13 +183,18 @@ def arctan_plan(quick: bool = False):
     """The arctan problem at d = 40 and 100: LETKF with the best inflation and localisation radius
     of a grid at d = 40 (inflation 1.02, radius 8; see chapter 20), in DAPPER (its own
     localisation helper, batches of 2 grid points as in its Lorenz-96 setups) and assimilax."""
+    from assimilax.configs import LORENZ96_ARCTAN as cfg
+    from assimilax.configs import LORENZ96_SAKOV2008
+
+    s = cfg.settings
     return {
-        "dims": (40, 100),
+        "dims": tuple(s["dims"]),
         "seeds": (0, 1) if quick else tuple(range(10)),
-        "cycles": 150,  # analyses; DAPPER Ko = cycles - 1
-        "last": 50,  # RMSE averaged over the last 50 analyses
-        "dt": 0.01, "dko": 10, "sigma_obs": 0.05, "spinup": 1000,
-        "N": 20, "infl": 1.02, "loc_rad": 8.0, "dapper_batch": 2,
+        "cycles": cfg.n_cycles,  # analyses; DAPPER Ko = cycles - 1
+        "last": cfg.average_last,  # RMSE averaged over the last 50 analyses
+        "dt": cfg.dt, "dko": cfg.steps_per_obs, "sigma_obs": cfg.obs_std, "spinup": cfg.spinup_steps,
+        "N": s["members"], "infl": s["letkf_inflation"], "loc_rad": s["letkf_radius"],
+        "dapper_batch": LORENZ96_SAKOV2008.settings["dapper_localization_batch"],
     }
 
 
@@ -267,12 +281,8 @@ def _quiet_dapper():
 
 # ----------------------------------------------------------------------------- Lorenz runs
 def _assimilax_problem(problem):
-    from assimilax.models import Lorenz63, Lorenz96
-    from assimilax.observations import LinearObservation
-
-    if problem == L63:
-        return Lorenz63(dt=0.01), LinearObservation.full(3, 2.0 ** 0.5), 25
-    return Lorenz96(dim=40, forcing=8.0, dt=0.05), LinearObservation.full(40, 1.0), 1
+    cfg = _config(problem)
+    return cfg.model(), cfg.observation(), cfg.steps_per_obs
 
 
 def _assimilax_run(case, model, obs, spo, ys, X0_mu, X0_C, key):
@@ -323,6 +333,11 @@ def run_lorenz(pl, problems):
             data[(problem, seed)] = (xx, np.stack(list(yy)))
         model, obs, spo = _assimilax_problem(problem)
         assert spo == tseq.dko
+        # the configuration object is DAPPER's HMM: same time step, burn-in, X0 and R
+        cfg = _config(problem)
+        assert (cfg.dt, cfg.burn_in_time) == (tseq.dt, tseq.BurnIn)
+        assert np.allclose(cfg.prior()[0], HMM.X0.mu) and np.allclose(cfg.prior()[1], HMM.X0.C.full)
+        assert np.allclose(cfg.obs_cov, HMM.Obs.Op1.noise.C.full)
         X0_mu = np.asarray(HMM.X0.mu, dtype=float)
         X0_C = np.asarray(HMM.X0.C.full, dtype=float)
         n_an = tseq.Ko + 1
@@ -435,9 +450,8 @@ def run_arctan(pl):
     from dapper.tools.localization import nd_Id_localization
     from dapper.tools.seeding import set_seed
 
+    from assimilax.configs import LORENZ96_ARCTAN
     from assimilax.filters import ensemble_kalman_filter
-    from assimilax.models import Lorenz96
-    from assimilax.observations import NonlinearObservation
 
     a = pl["arctan"]
     N, infl, rad = a["N"], a["infl"], a["loc_rad"]
@@ -448,8 +462,8 @@ def run_arctan(pl):
         kko, K = np.asarray(tseq.kko), tseq.K
         assert len(kko) == a["cycles"] and kko[0] == a["dko"]
         last = slice(-a["last"], None)
-        model = Lorenz96(d, forcing=8.0, dt=a["dt"])
-        obs = NonlinearObservation("arctan", d, a["sigma_obs"])
+        cfg = LORENZ96_ARCTAN.with_dim(d)
+        model, obs = cfg.model(), cfg.observation()
 
         def ax_run(ys, x0, key):
             k0, k1 = jax.random.split(key)
@@ -751,12 +765,12 @@ def main(argv=None):
         merged = _records.load_records()
         render(merged)
         return merged
+    _single_thread()  # before the plan: it imports assimilax.configs, hence JAX and NumPy
     pl = plan(args.quick)
     only = set(args.only.split(","))
     unknown = only - {"lorenz63", "lorenz96", "kf", "arctan"}
     if unknown:
         ap.error(f"--only: unknown problem(s) {sorted(unknown)}")
-    _single_thread()
     _setup_jax()
     t_start = time.perf_counter()
     records = []
