@@ -6,8 +6,9 @@ The results file is a JSON list of records. Required keys (see :data:`REQUIRED_K
 and differ in ``library``. Any other key is optional (``rmse_per_seed``, ``published_rmse``,
 ``log_likelihood``, ``n_cycles``, ``config`` ...).
 
-This module imports nothing beyond the standard library so that other benchmarks (and the
-format test) can use it without the peer packages.
+This module imports nothing beyond the standard library at import time, so that other
+benchmarks (and the format test) can use it without the peer packages; :func:`render_markdown`
+builds its tables with :func:`assimilax.plotting.markdown_table`.
 """
 from __future__ import annotations
 
@@ -130,6 +131,9 @@ def _time_fmt(s):
 
 def render_markdown(records, meta=None, mapping=None):
     """The MyST text of ``RESULTS.md`` (headings start at ``##``; no top-level title)."""
+    # imported here: peers.py sets its thread variables before JAX (imported by assimilax) loads
+    from assimilax.plotting import markdown_table
+
     meta = meta or {}
     lines = []
     lines.append("## Side-by-side results")
@@ -148,33 +152,34 @@ def render_markdown(records, meta=None, mapping=None):
             f"Machine: {meta.get('machine', '?')}; {meta.get('versions', '')}. "
             f"Run: {meta.get('date', '?')} ({meta.get('mode', 'full')} mode).")
         lines.append("")
-    lines.append("| problem | method | dim | peer | published | RMSE peer | RMSE assimilax "
-                 "| time/cycle peer | time/cycle assimilax | speed-up/cycle | speed-up end-to-end |")
-    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    def rm(r):
+        s = r.get("rmse_std")
+        base = _fmt(r["rmse"], ".3f") if not isinstance(r["rmse"], str) else r["rmse"]
+        return base + (f" ± {s:.3f}" if isinstance(s, (int, float)) else "")
+
+    rows = []
     for o, p in pairs(records):
-        def rm(r):
-            s = r.get("rmse_std")
-            base = _fmt(r["rmse"], ".3f") if not isinstance(r["rmse"], str) else r["rmse"]
-            return base + (f" ± {s:.3f}" if isinstance(s, (int, float)) else "")
         pub = o.get("published_rmse", p.get("published_rmse"))
         sp = _ratio(o["seconds_per_cycle"], p["seconds_per_cycle"])
         st = _ratio(o["seconds_total"], p["seconds_total"])
-        lines.append(
-            f"| {o['problem']} | {o['method']} | {o['dim']} | {p['library']} | {_fmt(pub, '.2f')} "
-            f"| {rm(p)} | {rm(o)} | {_time_fmt(p['seconds_per_cycle'])} "
-            f"| {_time_fmt(o['seconds_per_cycle'])} | {_fmt(sp, '.1f')}× | {_fmt(st, '.1f')}× |")
+        rows.append([o['problem'], o['method'], o['dim'], p['library'], _fmt(pub, '.2f'), rm(p), rm(o),
+                     _time_fmt(p['seconds_per_cycle']), _time_fmt(o['seconds_per_cycle']), f"{_fmt(sp, '.1f')}×",
+                     f"{_fmt(st, '.1f')}×"])
+    lines.append(markdown_table(rows, ["problem", "method", "dim", "peer", "published", "RMSE peer", "RMSE assimilax",
+                                       "time/cycle peer", "time/cycle assimilax", "speed-up/cycle",
+                                       "speed-up end-to-end"], formats=str))
     lines.append("")
     ll = [(o, p) for o, p in pairs(records) if o.get("log_likelihood") is not None
           and p.get("log_likelihood") is not None]
     if ll:
         lines.append("Log-likelihoods of the linear-Gaussian Kalman filter:")
         lines.append("")
-        lines.append("| peer | log-likelihood peer | log-likelihood assimilax | relative difference |")
-        lines.append("| --- | --- | --- | --- |")
-        for o, p in ll:
-            rel = abs(o["log_likelihood"] - p["log_likelihood"]) / abs(p["log_likelihood"])
-            lines.append(f"| {p['library']} | {p['log_likelihood']:.10g} | {o['log_likelihood']:.10g} "
-                         f"| {rel:.1e} |")
+        rows = [[p["library"], p["log_likelihood"], o["log_likelihood"],
+                 abs(o["log_likelihood"] - p["log_likelihood"]) / abs(p["log_likelihood"])] for o, p in ll]
+        cols = ["peer", "log-likelihood peer", "log-likelihood assimilax", "relative difference"]
+        lines.append(markdown_table(rows, cols, formats={"peer": str, "log-likelihood peer": ".10g",
+                                                         "log-likelihood assimilax": ".10g",
+                                                         "relative difference": ".1e"}))
         lines.append("")
     scaled = sorted((r for r in records if r.get("pytorch_anchor_seconds_per_cycle") is not None),
                     key=lambda r: (r["dim"], r["method"]))
@@ -196,16 +201,16 @@ def render_markdown(records, meta=None, mapping=None):
             "process, so ratios near a threshold are not settled by one table. Peak memory is the "
             "resident set of the whole process (JAX runtime included).")
         lines.append("")
-        lines.append("| dim | method | s/cycle assimilax | s/cycle PyTorch | speed-up | peak memory | RMSE (cycles) "
-                     "| warm runs, s/cycle |")
-        lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        rows = []
         for r in scaled:
             anchor = r["pytorch_anchor_seconds_per_cycle"]
             sp = _ratio(r["seconds_per_cycle"], anchor)
-            lines.append(f"| {r['dim']:,} | {r['method']} | {_time_fmt(r['seconds_per_cycle'])} | {_time_fmt(anchor)} "
-                         f"| {_fmt(sp, '.1f')}× | {_fmt(r.get('peak_memory_mb'), '.0f')} MiB "
-                         f"| {_fmt(r['rmse'], '.3f')} ({r.get('n_cycles', '?')}) "
-                         f"| {', '.join(_time_fmt(t) for t in r.get('seconds_per_cycle_runs', [r['seconds_per_cycle']]))} |")
+            rows.append([f"{r['dim']:,}", r['method'], _time_fmt(r['seconds_per_cycle']), _time_fmt(anchor),
+                         f"{_fmt(sp, '.1f')}×", f"{_fmt(r.get('peak_memory_mb'), '.0f')} MiB",
+                         f"{_fmt(r['rmse'], '.3f')} ({r.get('n_cycles', '?')})",
+                         ', '.join(_time_fmt(t) for t in r.get('seconds_per_cycle_runs', [r['seconds_per_cycle']]))])
+        lines.append(markdown_table(rows, ["dim", "method", "s/cycle assimilax", "s/cycle PyTorch", "speed-up",
+                                           "peak memory", "RMSE (cycles)", "warm runs, s/cycle"], formats=str))
         lines.append("")
     proto = sorted((r for r in records if r.get("protocol_reference")), key=lambda r: r["method"])
     if proto:
@@ -220,11 +225,10 @@ def render_markdown(records, meta=None, mapping=None):
             f"{ref['rmse_std']:.3f} over {ref['repeats']} repeats on this machine type (its repository "
             f"stores {ref['stored_rmse']:.3f}).")
         lines.append("")
-        lines.append("| method | repeats | RMSE | standard error | time/cycle (per repeat, batched) |")
-        lines.append("| --- | --- | --- | --- | --- |")
-        for r in proto:
-            lines.append(f"| {r['method']} | {len(r['seeds'])} | {r['rmse']:.4f} ± {r['rmse_std']:.4f} "
-                         f"| {r['rmse_se']:.4f} | {_time_fmt(r['seconds_per_cycle'])} |")
+        rows = [[r['method'], len(r['seeds']), f"{r['rmse']:.4f} ± {r['rmse_std']:.4f}", f"{r['rmse_se']:.4f}",
+                 _time_fmt(r['seconds_per_cycle'])] for r in proto]
+        lines.append(markdown_table(rows, ["method", "repeats", "RMSE", "standard error",
+                                           "time/cycle (per repeat, batched)"], formats=str))
         lines.append("")
     for title, items in (("Targets", meta.get("verdicts") if meta else None), ("How the configurations map", mapping)):
         if items:
