@@ -2,9 +2,11 @@
 score-based filters (EnSF, SF). All share the time convention and result types of ``_types``."""
 from ._types import EnsembleFilterResult, GaussianFilterResult, SmootherResult
 from .ekf import extended_kalman_filter
+from . import localization
 from .enkf import ensemble_kalman_filter, gaspari_cohn
 from .ensf import ensemble_score_filter
 from .kalman import kalman_filter, rts_smoother
+from .localization import Locations, PeriodicGrid2D, PeriodicRing, observation_locations
 from .particle import particle_filter, systematic_resample
 from .score_filter import score_filter
 
@@ -17,6 +19,11 @@ __all__ = [
     "extended_kalman_filter",
     "ensemble_kalman_filter",
     "gaspari_cohn",
+    "localization",
+    "PeriodicRing",
+    "PeriodicGrid2D",
+    "Locations",
+    "observation_locations",
     "particle_filter",
     "systematic_resample",
     "ensemble_score_filter",

@@ -49,37 +49,18 @@ from .._validation import (
 from ._types import EnsembleFilterResult
 from .kalman import _check_model_observation
 
-#: DAPPER's factor from ``loc_rad`` to the Gaspari--Cohn half-width (``~ sqrt(10/3)``).
-GC_SCALE = 1.82
+from .localization import (
+    GC_SCALE,
+    Geometry,
+    LocalObservations,
+    PeriodicRing,
+    gaspari_cohn,
+    observation_locations,
+    taper_weights,
+)
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def gaspari_cohn(r, radius):
-    r"""Gaspari--Cohn fifth-order piecewise rational taper :cite:`gaspari1999construction`, eq. (4.10).
-
-    With :math:`z = |r| / c` and half-width :math:`c = 1.82\,\ell` (``radius`` :math:`= \ell`, the
-    DAPPER ``loc_rad`` convention: the taper is about :math:`e^{-1/2}` at :math:`r = \ell` and
-    vanishes beyond :math:`r = 2c`):
-
-    .. math::
-        \rho(z) = \begin{cases}
-        1 - \tfrac53 z^2 + \tfrac58 z^3 + \tfrac12 z^4 - \tfrac14 z^5, & 0 \le z \le 1,\\
-        4 - 5z + \tfrac53 z^2 + \tfrac58 z^3 - \tfrac12 z^4 + \tfrac1{12} z^5 - \tfrac{2}{3z},
-        & 1 < z \le 2,\\ 0, & z > 2. \end{cases}
-
-    **Arguments:** ``r`` distances (any shape), ``radius`` scalar :math:`\ell > 0` (``inf`` gives
-    weights 1). **Returns:** weights of the shape of ``r``.
-    """
-    r = jnp.asarray(r)
-    c = GC_SCALE * jnp.asarray(radius, dtype=r.dtype if jnp.issubdtype(r.dtype, jnp.floating) else None)
-    z = jnp.abs(r) / c
-    z_safe = jnp.maximum(z, 1e-6)
-    inner = 1.0 - (5.0 / 3.0) * z**2 + (5.0 / 8.0) * z**3 + 0.5 * z**4 - 0.25 * z**5
-    outer = (4.0 - 5.0 * z + (5.0 / 3.0) * z**2 + (5.0 / 8.0) * z**3 - 0.5 * z**4
-             + (1.0 / 12.0) * z**5 - (2.0 / 3.0) / z_safe)
-    return jnp.where(z <= 1.0, inner, jnp.where(z <= 2.0, outer, 0.0))
-
-
 def _forecast(model, E, t0, key, steps_per_obs):
     r"""Advance every member by ``steps_per_obs`` model steps.
 
@@ -124,18 +105,6 @@ def _helmert_basis(N):
     return Qm
 
 
-def _observation_locations(observation):
-    """Grid index of each observed component (for localization)."""
-    if hasattr(observation, "H"):
-        return jnp.argmax(jnp.abs(observation.H), axis=1)
-    if hasattr(observation, "indices"):
-        return jnp.asarray(observation.indices)
-    raise ValueError(
-        f"localization needs observation locations: a LinearObservation (located at argmax |H| per row) "
-        f"or an operator with `.indices`; got {type(observation).__name__}"
-    )
-
-
 def _etkf_transform(Ys, dys):
     r"""ETKF weights in ensemble space from whitened anomalies ``Ys`` ``(N, m)`` and innovation
     ``dys`` ``(m,)``: :math:`C = Y_s Y_s^\top + (N-1) I = V \Lambda V^\top`,
@@ -146,6 +115,92 @@ def _etkf_transform(Ys, dys):
     w = (V / lam[None, :]) @ (V.T @ (Ys @ dys))
     T = (V * (jnp.sqrt(N - 1.0) / jnp.sqrt(lam))[None, :]) @ V.T
     return w, T
+
+
+#: Bytes of gathered local blocks (whitened anomalies, ``C_i`` and its eigenvectors) processed at
+#: once by the LETKF; more grid points than fit go through ``lax.map`` in batches of this size.
+LOCAL_BATCH_BYTES = 32 * 2**20
+
+
+def _diagonal_noise_std(observation):
+    """``(m,)`` noise standard deviations when ``R`` is diagonal (``noise_var``, or a concrete
+    ``R_full`` with zero off-diagonal entries), else ``None`` (dense whitening)."""
+    var = getattr(observation, "noise_var", None)
+    if var is not None:
+        return jnp.sqrt(jnp.asarray(var))
+    R = observation.R
+    if is_concrete(R):
+        Rn = np.asarray(R)
+        if Rn.ndim == 2 and not np.any(Rn - np.diag(np.diagonal(Rn))):
+            return jnp.sqrt(jnp.diagonal(jnp.asarray(R)))
+    return None
+
+
+@functools.lru_cache(maxsize=32)
+def _cached_local_observations(geometry, locs_bytes, m, radius):
+    locs = np.frombuffer(locs_bytes, dtype=np.int64, count=m)
+    return geometry.local_observations(locs, radius)
+
+
+def _local_setup(model, observation, localization_radius, geometry):
+    """Check the geometry and the radius; gather the local observations (NumPy, once per call,
+    cached per geometry, observation layout and radius). Returns ``(LocalObservations, radius)``."""
+    geometry = PeriodicRing(model.dim) if geometry is None else geometry
+    if not isinstance(geometry, Geometry):
+        raise ValueError("localization must be a geometry of assimilax.filters.localization (PeriodicRing, "
+                         f"PeriodicGrid2D, Locations), got {type(geometry).__name__}")
+    if geometry.size != model.dim:
+        raise ValueError(f"localization geometry has {geometry.size} grid points, expected model.dim = {model.dim}")
+    where = getattr(observation, "H", getattr(observation, "indices", None))
+    if where is not None and not is_concrete(where):
+        raise ValueError("localization needs concrete observation locations (H or indices), got a traced array")
+    locs = np.ascontiguousarray(observation_locations(observation), dtype=np.int64)
+    if is_concrete(localization_radius):
+        rad = np.asarray(localization_radius)
+        if rad.shape != () or not rad > 0:
+            raise ValueError(f"localization_radius must be a positive scalar, got {localization_radius!r}")
+        gather_radius = float(rad)
+    else:  # traced radius: the neighbour sets cannot depend on it; gather every observation
+        gather_radius = float("inf")
+    local = _cached_local_observations(geometry, locs.tobytes(), locs.size, gather_radius)
+    return local, jnp.asarray(localization_radius, dtype=jnp.result_type(float))
+
+
+def _local_batch(d, k, N, itemsize):
+    """Grid points per batch of local analyses so that a batch's gathered blocks
+    (``k x N`` anomalies, ``N x N`` matrices) stay within :data:`LOCAL_BATCH_BYTES`."""
+    per_point = (2 * k * N + 4 * N * N) * itemsize
+    return int(max(1, min(d, LOCAL_BATCH_BYTES // per_point)))
+
+
+def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch):
+    r"""One ETKF analysis per grid point from its gathered, tapered observations.
+
+    ``Ys`` ``(N, m)`` whitened anomalies, ``dys`` ``(m,)`` whitened innovation, ``A`` ``(N, d)``
+    forecast anomalies, ``idx``/``sqrt_rho`` ``(d, k)`` local observation indices and
+    :math:`\sqrt{\rho}` (zero at padding). Returns the mean increments ``(d,)`` and the analysis
+    anomalies, transposed, ``(d, N)``: for point :math:`i`, with
+    :math:`C_i = \tilde Y^\top \tilde Y + (N-1) I = V \Lambda V^\top` (:math:`\tilde Y` the
+    ``(k, N)`` gathered and tapered rows of :math:`Y_s^\top`), :math:`\delta x_i = a_i^\top V
+    \Lambda^{-1} V^\top \tilde Y^\top \tilde d` and :math:`\sqrt{N-1}\, V \Lambda^{-1/2}
+    V^\top a_i`."""
+    N = Ys.shape[0]
+    YsT = Ys.T  # (m, N): gathering rows keeps each observation's N anomalies contiguous
+    eye = jnp.eye(N, dtype=Ys.dtype)
+    scale = jnp.sqrt(jnp.asarray(N - 1.0, Ys.dtype))
+
+    def one(args):
+        ix, sr, a = args  # (k,), (k,), (N,)
+        Yl = YsT[ix] * sr[:, None]  # (k, N)
+        dl = dys[ix] * sr  # (k,)
+        lam, V = jnp.linalg.eigh(Yl.T @ Yl + (N - 1) * eye)
+        Va, Vg = V.T @ a, V.T @ (Yl.T @ dl)
+        return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
+
+    xs = (idx, sqrt_rho, A.T)
+    if batch >= idx.shape[0]:
+        return jax.vmap(one)(xs)
+    return jax.lax.map(one, xs, batch_size=batch)
 
 
 # ----------------------------------------------------------------------------- public API
@@ -161,6 +216,7 @@ def ensemble_kalman_filter(
     inflation=1.0,
     rotate: bool = False,
     localization_radius=None,
+    localization: Geometry | None = None,
     store_ensembles: bool = True,
 ) -> EnsembleFilterResult:
     r"""Ensemble Kalman filter: ETKF / LETKF (``method="sqrt"``) or stochastic EnKF
@@ -183,14 +239,39 @@ def ensemble_kalman_filter(
     random mean-preserving orthogonal matrix.
 
     *LETKF* (``localization_radius`` :math:`\ell` not ``None``) :cite:`hunt2007efficient`: for
-    each grid point :math:`i` of the periodic 1-D grid of ``model.dim`` sites the same transform
+    each grid point :math:`i` of the geometry ``localization`` (default: the periodic 1-D ring of
+    ``model.dim`` sites, :class:`~assimilax.filters.localization.PeriodicRing`) the same transform
     is computed with observation :math:`j` weighted by
-    :math:`\rho_{ij} = \mathrm{GC}(\mathrm{dist}(i, \ell_j); \ell)` (:func:`gaspari_cohn`), i.e.
+    :math:`\rho_{ij} = \mathrm{GC}(\mathrm{dist}(x_i, o_j); \ell)` (:func:`gaspari_cohn`), i.e.
     columns of :math:`Y_s` and entries of :math:`d_s` scaled by :math:`\sqrt{\rho_{ij}}`
     (exactly :math:`R^{-1} \to \rho R^{-1}` for diagonal :math:`R`), and only component
-    :math:`i` of the analysis is kept. Observation locations are ``argmax |H|`` per row
-    (:class:`~assimilax.observations.LinearObservation`) or ``.indices`` (nonlinear operators).
-    All grid points are processed at once with ``vmap``.
+    :math:`i` of the analysis is kept:
+
+    .. math::
+        C_i = \textstyle\sum_{j \in \mathcal J_i} \rho_{ij}\, y_{s,j} y_{s,j}^\top + (N-1) I
+        = V_i \Lambda_i V_i^\top,\quad
+        x^a_i = \bar x_i + a_i^\top C_i^{-1} \textstyle\sum_{j} \rho_{ij}\, y_{s,j} d_{s,j},\quad
+        A^a_{:,i} = \sqrt{N-1}\, V_i \Lambda_i^{-1/2} V_i^\top a_i ,
+
+    with :math:`a_i` the forecast anomalies of component :math:`i` and
+    :math:`\mathcal J_i = \{j : \mathrm{dist}(x_i, o_j) \le 2 \cdot 1.82\,\ell\}` the
+    observations where the taper is not zero, gathered once per call
+    (:meth:`~assimilax.filters.localization.Geometry.local_observations`), so a cycle costs
+    :math:`O(d\,(k N^2 + N^3))` for :math:`k = \max_i |\mathcal J_i|` instead of
+    :math:`O(d\, m N^2)`. Observation locations are ``argmax |H|`` per row
+    (:class:`~assimilax.observations.LinearObservation`) or ``.indices`` (nonlinear operators),
+    :func:`~assimilax.filters.localization.observation_locations`. The grid points are processed
+    in batches (``vmap``; ``lax.map`` over batches when the gathered blocks would exceed
+    :data:`LOCAL_BATCH_BYTES`). A traced ``localization_radius`` (e.g. under ``vmap`` over radii)
+    cannot choose the neighbour sets: every observation is then gathered for every grid point
+    (the same numbers, at the cost :math:`O(d\, m N^2)`).
+
+    *Whitening.* A diagonal :math:`R` (``observation.noise_var``, or a concrete ``R`` with zero
+    off-diagonal entries) is whitened as a vector, :math:`Y_s = Y \operatorname{diag}(1/\sigma)`,
+    :math:`O(m)` memory. A non-diagonal :math:`R` keeps the dense whitening by
+    :math:`L_R^{-1}` (an :math:`m \times m` matrix); with localisation the whitened component
+    :math:`j` is then tapered at the location of observation :math:`j`, as before this change
+    (exact for diagonal :math:`R` only).
 
     *Perturbed observations* :cite:`burgers1998analysis,evensen2009data`: with centred
     perturbations :math:`D` (rows :math:`\sim\mathcal N(0,R)`, ensemble mean removed),
@@ -210,7 +291,12 @@ def ensemble_kalman_filter(
     - ``key``: PRNG key (model noise, perturbed observations, rotations).
     - ``steps_per_obs``: model steps per cycle; ``method``: ``"sqrt"`` or ``"pertobs"``;
       ``inflation`` :math:`\lambda \ge 1` typically; ``rotate``; ``localization_radius``
-      (``"sqrt"`` only); ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
+      :math:`\ell > 0` (``"sqrt"`` only); ``localization``: a
+      :class:`~assimilax.filters.localization.Geometry` with ``size == model.dim``
+      (:class:`~assimilax.filters.localization.PeriodicRing`,
+      :class:`~assimilax.filters.localization.PeriodicGrid2D`,
+      :class:`~assimilax.filters.localization.Locations`; needs ``localization_radius``; default
+      the periodic ring); ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
 
     **Returns:** :class:`~assimilax.filters.EnsembleFilterResult` (``log_likelihood`` and
     ``ess`` are ``None``).
@@ -230,23 +316,23 @@ def ensemble_kalman_filter(
         if infl.shape != () or not np.isfinite(infl) or infl <= 0:
             raise ValueError(f"inflation must be a positive finite scalar, got {inflation!r}")
     localize = localization_radius is not None
+    if localization is not None and not localize:
+        raise ValueError("localization (a geometry) needs localization_radius, the taper radius; got None")
     if localize:
         if method != "sqrt":
             raise ValueError("localization_radius is supported for method='sqrt' (LETKF) only")
-        if is_concrete(localization_radius):
-            rad = np.asarray(localization_radius)
-            if rad.shape != () or not rad > 0:
-                raise ValueError(f"localization_radius must be a positive scalar, got {localization_radius!r}")
-        obs_locs = _observation_locations(observation)
-        radius = jnp.asarray(localization_radius, dtype=jnp.result_type(float))
+        local, radius = _local_setup(model, observation, localization_radius, localization)
+        batch = _local_batch(model.dim, local.k_max, np.shape(ensemble0)[0],
+                             jnp.dtype(jnp.asarray(ensemble0).dtype).itemsize)
+        local = LocalObservations(*(jnp.asarray(a) for a in local))
     else:
-        obs_locs = None
-        radius = None
+        local, radius, batch = None, None, 0
+    noise_std = _diagonal_noise_std(observation)
     res = _enkf(
         model, observation, jnp.asarray(ys), jnp.asarray(ensemble0), key,
-        jnp.asarray(inflation, dtype=jnp.result_type(float)), radius, obs_locs,
+        jnp.asarray(inflation, dtype=jnp.result_type(float)), radius, local, noise_std,
         steps_per_obs=steps_per_obs, method=method, rotate=bool(rotate), localize=localize,
-        store_ensembles=bool(store_ensembles),
+        store_ensembles=bool(store_ensembles), local_batch=batch,
     )
     name = "ensemble_kalman_filter (LETKF)" if localize else f"ensemble_kalman_filter ({method})"
     raise_if_diverged(res.analysis_mean, name)
@@ -254,23 +340,31 @@ def ensemble_kalman_filter(
 
 
 @functools.partial(
-    jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles")
+    jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles",
+                              "local_batch")
 )
-def _enkf(model, observation, ys, E0, key, inflation, radius, obs_locs, *, steps_per_obs, method,
-          rotate, localize, store_ensembles):
+def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, *, steps_per_obs, method,
+          rotate, localize, store_ensembles, local_batch):
     dtype = E0.dtype
     N, d = E0.shape
     ys = ys.astype(dtype)
-    R = observation.R.astype(dtype)
-    L_R = jnp.linalg.cholesky(R)
-    # whitening matrix L_R^{-1}, hoisted out of the scan (triangular solves inside loops are slow on CPU)
-    L_R_inv = jsl.solve_triangular(L_R, jnp.eye(R.shape[0], dtype=dtype), lower=True)
+    if noise_std is not None:  # diagonal R: whiten by the vector 1 / sigma, O(m) memory
+        inv_std = 1.0 / noise_std.astype(dtype)
+
+        def whiten(Z):  # Z (..., m) -> Z L_R^{-T} = Z diag(1 / sigma)
+            return Z * inv_std.reshape((1,) * (Z.ndim - 1) + inv_std.shape)
+    else:
+        R = observation.R.astype(dtype)
+        L_R = jnp.linalg.cholesky(R)
+        # whitening matrix L_R^{-1}, hoisted out of the scan (triangular solves inside loops are slow on CPU)
+        L_R_inv = jsl.solve_triangular(L_R, jnp.eye(R.shape[0], dtype=dtype), lower=True)
+
+        def whiten(Z):  # Z (..., m) -> Z L_R^{-T}
+            return Z @ L_R_inv.T
     inflation = inflation.astype(dtype)
     if localize:
-        grid = jnp.arange(d)
-        diff = jnp.abs(grid[:, None] - obs_locs[None, :])
-        dist = jnp.minimum(diff, d - diff).astype(dtype)  # (d, m) periodic ring distance
-        sqrt_rho = jnp.sqrt(gaspari_cohn(dist, radius.astype(dtype)))
+        sqrt_rho = taper_weights(local._replace(distances=local.distances.astype(dtype)),
+                                 radius.astype(dtype))  # (d, k), zero at padding
     h = jax.vmap(observation)
 
     def analysis(E, y, key, rot):
@@ -283,22 +377,19 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, obs_locs, *, steps
             # whitened: C = Y^T Y + (N-1) R = L_R (Ys^T Ys + (N-1) I) L_R^T, Ys = Y L_R^{-T}
             Z = jax.random.normal(key, Eo.shape, dtype=dtype)
             Z = Z - member_mean(Z, keepdims=True)  # centred perturbations D = Z L_R^T
-            Ys = Y @ L_R_inv.T
-            innov_s = (y[None, :] - Eo) @ L_R_inv.T - Z  # (N, m) = (y - D - Eo) L_R^{-T}
+            Ys = whiten(Y)
+            innov_s = whiten(y[None, :] - Eo) - Z  # (N, m) = (y - D - Eo) L_R^{-T}
             lam, V = jnp.linalg.eigh(Ys.T @ Ys + (N - 1) * jnp.eye(Ys.shape[1], dtype=dtype))
             X = ((innov_s @ V) / lam[None, :]) @ V.T  # (N, m)
             return E + X @ (Ys.T @ A)
-        Ys = Y @ L_R_inv.T  # (N, m): Ys Ys^T = Y R^-1 Y^T
-        dys = L_R_inv @ (y - yo[0])
+        Ys = whiten(Y)  # (N, m): Ys Ys^T = Y R^-1 Y^T
+        dys = whiten(y - yo[0])
         if not localize:
             w, T = _etkf_transform(Ys, dys)
             Aa = T @ A
             xa = mu + (w @ A)[None, :]
         else:
-            def local(sr, a_i):  # sr (m,), a_i (N,) anomalies of component i
-                w, T = _etkf_transform(Ys * sr[None, :], dys * sr)
-                return w @ a_i, T @ a_i
-            dx, Aa_T = jax.vmap(local)(sqrt_rho, A.T)  # (d,), (d, N)
+            dx, Aa_T = _local_analyses(Ys, dys, A, local.indices, sqrt_rho, local_batch)  # (d,), (d, N)
             Aa = Aa_T.T
             xa = mu + dx[None, :]
         if rotate:
@@ -328,4 +419,4 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, obs_locs, *, steps
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 
-__all__ = ["ensemble_kalman_filter", "gaspari_cohn", "GC_SCALE"]
+__all__ = ["ensemble_kalman_filter", "gaspari_cohn", "GC_SCALE", "LOCAL_BATCH_BYTES"]
