@@ -108,12 +108,6 @@ from .stats import MeanInterval, PairedComparison, Verdict, compare, format_inte
 
 __all__ += ["MeanInterval", "PairedComparison", "Verdict", "compare", "format_interval", "mean_interval",
             "paired_comparison"]
-
-# Intervals, paired comparisons and computed verdicts (issue 19); energy spectra (issue 15).
-from .stats import MeanInterval, PairedComparison, Verdict, compare, format_interval, mean_interval, paired_comparison  # noqa: E402
-
-__all__ += ["MeanInterval", "PairedComparison", "Verdict", "compare", "format_interval", "mean_interval",
-            "paired_comparison"]
 from .spectra import (BandError, band_error, energy_spectrum_1d, energy_spectrum_2d, enstrophy,  # noqa: E402
                       enstrophy_spectrum_2d, kinetic_energy_2d, structure_function)
 
