@@ -47,6 +47,7 @@ from .._validation import (
     raise_if_diverged,
 )
 from ._types import EnsembleFilterResult
+from .rotations import mean_preserving_rotations
 from .kalman import _check_model_observation
 
 from .localization import (
@@ -78,31 +79,6 @@ def _forecast(model, E, t0, key, steps_per_obs):
         return step(E, t0 + i * model.dt) + noise
 
     return jax.lax.fori_loop(0, steps_per_obs, body, E)
-
-
-def _mean_preserving_rotation(key, N, dtype):
-    r"""Haar-random orthogonal :math:`\Omega \in \mathbb R^{N\times N}` with :math:`\Omega\mathbf 1=\mathbf 1`.
-
-    :math:`\Omega = V \operatorname{diag}(1, O) V^\top` with :math:`V` an orthonormal basis whose
-    first column is :math:`\mathbf 1/\sqrt N` (Helmert) and :math:`O` Haar on :math:`O(N-1)`.
-    """
-    V = jnp.asarray(_helmert_basis(N), dtype=dtype)
-    G = jax.random.normal(key, (N - 1, N - 1), dtype=dtype)
-    O, Rm = jnp.linalg.qr(G)
-    O = O * jnp.sign(jnp.diag(Rm))[None, :]  # Haar measure
-    B = jnp.zeros((N, N), dtype).at[0, 0].set(1.0).at[1:, 1:].set(O)
-    return V @ B @ V.T
-
-
-@functools.lru_cache(maxsize=64)
-def _helmert_basis(N):
-    """Orthonormal basis of R^N, first column 1/sqrt(N) (NumPy, cached per N)."""
-    M = np.eye(N)
-    M[:, 0] = 1.0
-    Qm, _ = np.linalg.qr(M)
-    if Qm[0, 0] < 0:
-        Qm = -Qm
-    return Qm
 
 
 def _etkf_transform(Ys, dys):
@@ -410,11 +386,9 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
     T = ys.shape[0]
     key, krot = jax.random.split(key)
     keys = jax.random.split(key, T)
-    # The random rotations do not depend on the data: draw all T of them in one batched QR
-    # before the scan (T N^2 numbers) instead of one small LAPACK call per cycle, which cost as
-    # much as the rest of an ETKF cycle at N = 28.
-    rots = (jax.vmap(lambda k: _mean_preserving_rotation(k, N, dtype))(jax.random.split(krot, T))
-            if rotate else jnp.zeros((T, 0, 0), dtype))
+    # The random rotations do not depend on the data: all T of them are drawn before the scan,
+    # in one batched product of Householder reflections (filters.rotations).
+    rots = mean_preserving_rotations(krot, T, N, dtype) if rotate else jnp.zeros((T, 0, 0), dtype)
     _, (ma, sa, mf, sf, ens) = jax.lax.scan(cycle, E0, (jnp.arange(T), ys, keys, rots))
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
