@@ -211,3 +211,50 @@ def test_letkf_lorenz96_sakov_oke_2008(l96_problem):
                                  store_ensembles=False, **ref.options)
     rmse = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2, axis=1))[100:].mean()
     assert rmse < ref.rmse + 0.13, (rmse, ref.rmse)  # 300 cycles, one seed: within 0.13 of the published
+
+
+def test_letkf_on_2d_grid_updates_only_sites_within_the_cutoff():
+    # one observation at (0, 0) of a periodic 10 x 12 grid, radius 1: sites farther than 2 * 1.82
+    # (Euclidean, minimum image) are untouched, the periodic neighbours across both edges are updated
+    from assimilax.filters import PeriodicGrid2D
+
+    n1, n2, N = 10, 12, 6
+    d = n1 * n2
+    rng = np.random.default_rng(1)
+    E0 = rng.standard_normal((N, d))
+    obs = LinearObservation.partial([0], d, 0.5)
+    model = DeterministicLinear(A=jnp.eye(d))
+    res = ensemble_kalman_filter(model, obs, np.array([[3.0]]), E0, key=jax.random.PRNGKey(0),
+                                 localization_radius=1.0, localization=PeriodicGrid2D(n1, n2))
+    Ea = np.asarray(res.ensembles[0])
+    i1, i2 = np.divmod(np.arange(d), n2)
+    dist = np.hypot(np.minimum(i1, n1 - i1), np.minimum(i2, n2 - i2))
+    far = dist > 2 * 1.82
+    np.testing.assert_allclose(Ea[:, far], E0[:, far], rtol=1e-12)
+    for k in (0, n2 - 1, (n1 - 1) * n2, d - 1, 2 * n2 + 2):  # (0,0), (0,-1), (-1,0), (-1,-1), (2,2)
+        assert dist[k] <= 2 * 1.82 and np.max(np.abs(Ea[:, k] - E0[:, k])) > 1e-4, k
+    # the 1-D ring over the flattened index would instead update sites 0..3 and d-3..d-1 only
+    ring = np.asarray(ensemble_kalman_filter(model, obs, np.array([[3.0]]), E0, key=jax.random.PRNGKey(0),
+                                             localization_radius=1.0).ensembles[0])
+    np.testing.assert_allclose(ring[:, 2 * n2 + 2], E0[:, 2 * n2 + 2], rtol=1e-12)
+
+
+def test_letkf_geometry_keyword_default_is_the_ring():
+    from assimilax.filters import Locations, PeriodicRing
+
+    d, N = 16, 8
+    rng = np.random.default_rng(2)
+    E0 = rng.standard_normal((N, d))
+    obs = NonlinearObservation("arctan", d, 0.3, indices=np.arange(0, d, 2))
+    ys = rng.standard_normal((1, d // 2))
+    model = DeterministicLinear(A=jnp.eye(d))
+    kw = dict(key=jax.random.PRNGKey(0), localization_radius=1.5)
+    ref = np.asarray(ensemble_kalman_filter(model, obs, ys, E0, **kw).ensembles)
+    for geom in (PeriodicRing(d), Locations(np.arange(d, dtype=float), periods=(float(d),))):
+        got = np.asarray(ensemble_kalman_filter(model, obs, ys, E0, localization=geom, **kw).ensembles)
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-12)
+    # a non-periodic line differs from the ring only near the ends
+    line = np.asarray(ensemble_kalman_filter(model, obs, ys, E0, localization=Locations(np.arange(d, dtype=float)),
+                                             **kw).ensembles)
+    np.testing.assert_allclose(line[..., 6:10], ref[..., 6:10], rtol=1e-12, atol=1e-12)
+    assert np.max(np.abs(line[..., 0] - ref[..., 0])) > 1e-6
