@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from assimilax.metrics import (band_error, energy_spectrum_1d, energy_spectrum_2d, enstrophy, enstrophy_spectrum_2d,
-                               kinetic_energy_2d, structure_function)
+                               kinetic_energy_2d, spectral_slope, structure_function)
 
 
 def _grid(n):
@@ -105,6 +105,16 @@ def test_structure_function_closed_form():
     step = np.where(np.arange(n) < n // 2, 1.0, -1.0)
     s1 = np.asarray(structure_function(jnp.asarray(step), order=1))
     np.testing.assert_allclose(s1, 2 * 2 * np.arange(n // 2 + 1) / n, atol=1e-12)
+
+
+def test_spectral_slope_exact_power_law():
+    k = np.arange(40.0)
+    e = np.stack([np.where(k > 0, 3.0 * np.maximum(k, 1) ** -3.0, 0.0), np.where(k > 0, np.maximum(k, 1) ** -2.0, 0.0)])
+    np.testing.assert_allclose(spectral_slope(jnp.asarray(e), 4, 30), [-3.0, -2.0], atol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        spectral_slope(jnp.zeros(40), 4, 30)
+    with pytest.raises(ValueError, match="2 shells"):
+        spectral_slope(jnp.asarray(e[0]), 50, 60)
 
 
 def test_bad_input():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from assimilax.metrics import compare, format_interval, mean_interval, paired_comparison
+from assimilax.metrics import compare, format_interval, mean_interval, paired_comparison, welch_comparison
 
 
 @pytest.mark.parametrize("n, level", [(2, 0.95), (5, 0.95), (12, 0.9), (40, 0.99)])
@@ -58,6 +58,18 @@ def test_verdict_flips_exactly_at_zero():
     v = compare(b - 1.0 + 0.01 * noise, b)
     assert v.word == "better" and "8 of 8 pairs" in v.summary
     assert format_interval(v.a, 2).count("[") == 1
+
+
+def test_welch_matches_scipy_and_unpaired_verdict():
+    rng = np.random.default_rng(7)
+    a, b = rng.normal(0.0, 1.0, 6), rng.normal(1.0, 3.0, 11)
+    wc = welch_comparison(a, b, 0.9)
+    ci = scipy.stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.9)
+    np.testing.assert_allclose([wc.low, wc.high], [ci.low, ci.high], rtol=1e-10)
+    assert (wc.n_a, wc.n_b) == (6, 11)
+    v = compare(a, b + 10.0, paired=False)
+    assert v.phrase == "better than" and "pairs" not in v.summary
+    assert compare(a, a[::-1] + 0.0, paired=False).phrase == "within noise of"
 
 
 def test_bad_input():

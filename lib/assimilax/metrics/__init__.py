@@ -104,12 +104,13 @@ __all__ = ["rmse", "spread", "crps_ensemble", "rank_histogram", "interval_covera
            "gaussian_interval_coverage", "wrap_angle"]
 
 # Intervals, paired comparisons and computed verdicts (issue 19); energy spectra (issue 15).
-from .stats import MeanInterval, PairedComparison, Verdict, compare, format_interval, mean_interval, paired_comparison  # noqa: E402
+from .stats import (MeanInterval, PairedComparison, TwoSampleComparison, Verdict, compare,  # noqa: E402
+                    format_interval, mean_interval, paired_comparison, welch_comparison)
 
-__all__ += ["MeanInterval", "PairedComparison", "Verdict", "compare", "format_interval", "mean_interval",
-            "paired_comparison"]
+__all__ += ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "compare", "format_interval",
+            "mean_interval", "paired_comparison", "welch_comparison"]
 from .spectra import (BandError, band_error, energy_spectrum_1d, energy_spectrum_2d, enstrophy,  # noqa: E402
-                      enstrophy_spectrum_2d, kinetic_energy_2d, structure_function)
+                      enstrophy_spectrum_2d, kinetic_energy_2d, spectral_slope, structure_function)
 
 __all__ += ["BandError", "band_error", "energy_spectrum_1d", "energy_spectrum_2d", "enstrophy", "enstrophy_spectrum_2d",
-            "kinetic_energy_2d", "structure_function"]
+            "kinetic_energy_2d", "spectral_slope", "structure_function"]

@@ -194,5 +194,25 @@ def structure_function(field: Float[Array, "*batch n"], *, ndim: int = 1, order:
     return jnp.stack(out, axis=-1)
 
 
-__all__ = ["energy_spectrum_1d", "energy_spectrum_2d", "enstrophy_spectrum_2d", "enstrophy", "kinetic_energy_2d",
+def spectral_slope(spectrum: Float[Array, "*batch k"], k_min: float, k_max: float) -> Float[Array, "*batch"]:
+    r"""Least-squares slope :math:`\alpha` of :math:`\log E(k) = c + \alpha \log k` over the shells
+    :math:`k_{\min} \le k \le k_{\max}` (:math:`k` the index along the last axis; shells with
+    :math:`E(k) \le 0` are refused). ``(..., K) -> (...)``."""
+    e = jnp.asarray(spectrum)
+    k = np.arange(e.shape[-1])
+    sel = (k >= k_min) & (k <= k_max) & (k > 0)
+    if sel.sum() < 2:
+        raise ValueError(f"need at least 2 shells in [{k_min}, {k_max}] within 1..{e.shape[-1] - 1}")
+    es = e[..., sel]
+    check_finite(es, "spectrum")
+    if bool(jnp.any(es <= 0)):
+        raise ValueError("spectrum must be positive on the fitted shells")
+    lk = np.log(k[sel])
+    lk = lk - lk.mean()
+    le = jnp.log(es)
+    le = le - jnp.mean(le, axis=-1, keepdims=True)
+    return le @ jnp.asarray(lk / np.sum(lk ** 2), dtype=le.dtype)
+
+
+__all__ = ["spectral_slope", "energy_spectrum_1d", "energy_spectrum_2d", "enstrophy_spectrum_2d", "enstrophy", "kinetic_energy_2d",
            "BandError", "band_error", "structure_function"]

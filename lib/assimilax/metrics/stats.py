@@ -47,12 +47,25 @@ class PairedComparison(NamedTuple):
     n_ties: int
 
 
+class TwoSampleComparison(NamedTuple):
+    """Unpaired (Welch) comparison: mean of ``a`` minus mean of ``b``, its interval, the sample
+    sizes and the Welch--Satterthwaite degrees of freedom ``df``."""
+
+    mean_difference: float
+    low: float
+    high: float
+    n_a: int
+    n_b: int
+    df: float
+
+
 class Verdict(NamedTuple):
     """The phrase a paired comparison supports and its numbers, ready to glue.
 
     ``phrase`` is one of ``"better than"``, ``"within noise of"``, ``"worse than"`` (``a``
     relative to ``b``); ``word`` is ``"better"``, ``"indistinguishable"`` or ``"worse"``;
-    ``comparison`` holds the underlying :class:`PairedComparison`, ``a`` and ``b`` the two
+    ``comparison`` holds the underlying :class:`PairedComparison` (or
+    :class:`TwoSampleComparison` when unpaired), ``a`` and ``b`` the two
     :class:`MeanInterval`; ``summary`` is a formatted sentence fragment, e.g.
     ``"0.12 [0.10, 0.14] vs 0.20 [0.18, 0.22]; difference -0.08 [-0.10, -0.06], 5 of 5 pairs"``.
     """
@@ -151,12 +164,34 @@ def paired_comparison(a: Float[Array, " n"], b: Float[Array, " n"], level: float
                             int(np.sum(d == 0)))
 
 
+def welch_comparison(a: Float[Array, " n"], b: Float[Array, " m"], level: float = 0.95) -> TwoSampleComparison:
+    r"""Unpaired comparison of two independent samples: :math:`\bar a - \bar b \pm t_{\nu,(1+\ell)/2}
+    \sqrt{s_a^2/n_a + s_b^2/n_b}` with the Welch--Satterthwaite degrees of freedom
+    :math:`\nu = (s_a^2/n_a + s_b^2/n_b)^2 / \big(\frac{(s_a^2/n_a)^2}{n_a-1} + \frac{(s_b^2/n_b)^2}{n_b-1}\big)`
+    :cite:`welch1947generalization`. Use when the two sides do not share seeds (two systems).
+
+    **Arguments:** `a` shape ``(n,)``, `b` shape ``(m,)``, both ``>= 2`` finite values; `level`.
+
+    **Returns:** a :class:`TwoSampleComparison`.
+    """
+    a_arr, b_arr = _values(a, "a"), _values(b, "b")
+    level = _level(level)
+    va, vb = np.var(a_arr, ddof=1) / a_arr.size, np.var(b_arr, ddof=1) / b_arr.size
+    diff = float(np.mean(a_arr) - np.mean(b_arr))
+    se2 = va + vb
+    if se2 == 0:
+        return TwoSampleComparison(diff, diff, diff, a_arr.size, b_arr.size, float("inf"))
+    df = se2 ** 2 / (va ** 2 / (a_arr.size - 1) + vb ** 2 / (b_arr.size - 1))
+    half = float(stdtrit(df, 0.5 + level / 2.0)) * np.sqrt(se2)
+    return TwoSampleComparison(diff, diff - half, diff + half, int(a_arr.size), int(b_arr.size), float(df))
+
+
 def _fmt(x: float, digits: int) -> str:
     return f"{x:.{digits}g}" if digits > 0 else f"{x}"
 
 
 def compare(a: Float[Array, " n"], b: Float[Array, " n"], *, lower_is_better: bool = True,
-            level: float = 0.95, digits: int = 3) -> Verdict:
+            level: float = 0.95, digits: int = 3, paired: bool = True) -> Verdict:
     r"""The verdict a paired comparison of ``a`` with ``b`` supports.
 
     With :math:`[\ell, h]` the paired t interval of the mean of :math:`a_i - b_i`
@@ -173,16 +208,16 @@ def compare(a: Float[Array, " n"], b: Float[Array, " n"], *, lower_is_better: bo
     - `lower_is_better`: ``True`` for errors and costs, ``False`` for scores.
     - `level`: confidence level of the interval.
     - `digits`: significant digits of the numbers in ``summary``.
+    - `paired`: ``True`` (same seeds on both sides: :func:`paired_comparison`) or ``False``
+      (independent samples, possibly of different sizes: :func:`welch_comparison`).
 
     **Returns:** a :class:`Verdict`; glue ``verdict.phrase`` into the sentence.
     """
-    pc = paired_comparison(a, b, level)
+    pc = paired_comparison(a, b, level) if paired else welch_comparison(a, b, level)
     if lower_is_better:
         better, worse = pc.high < 0.0, pc.low > 0.0
-        n_fav = pc.n_a_lower
     else:
         better, worse = pc.low > 0.0, pc.high < 0.0
-        n_fav = pc.n_a_higher
     if better:
         phrase, word = "better than", "better"
     elif worse:
@@ -192,8 +227,10 @@ def compare(a: Float[Array, " n"], b: Float[Array, " n"], *, lower_is_better: bo
     ia, ib = mean_interval(a, level), mean_interval(b, level)
     f = lambda x: _fmt(x, digits)  # noqa: E731
     summary = (f"{f(ia.mean)} [{f(ia.low)}, {f(ia.high)}] vs {f(ib.mean)} [{f(ib.low)}, {f(ib.high)}]; "
-               f"difference {f(pc.mean_difference)} [{f(pc.low)}, {f(pc.high)}], "
-               f"{n_fav} of {pc.n} pairs favour the first")
+               f"difference {f(pc.mean_difference)} [{f(pc.low)}, {f(pc.high)}]")
+    if paired:
+        n_fav = pc.n_a_lower if lower_is_better else pc.n_a_higher
+        summary += f", {n_fav} of {pc.n} pairs favour the first"
     return Verdict(phrase, word, pc, ia, ib, summary)
 
 
@@ -202,5 +239,5 @@ def format_interval(interval: MeanInterval, digits: int = 3) -> str:
     return f"{_fmt(interval.mean, digits)} [{_fmt(interval.low, digits)}, {_fmt(interval.high, digits)}]"
 
 
-__all__ = ["MeanInterval", "PairedComparison", "Verdict", "mean_interval", "paired_comparison", "compare",
+__all__ = ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "welch_comparison", "mean_interval", "paired_comparison", "compare",
            "format_interval"]
