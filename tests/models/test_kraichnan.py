@@ -225,3 +225,13 @@ def test_defaults_follow_forced_flag():
     assert Kraichnan2D().field_shape == (64, 64) and Kraichnan2D().dim == 64 * 64
     with pytest.raises(ValueError, match="k0"):
         Kraichnan2D().random_initial_condition(jax.random.PRNGKey(0), k0=-1.0)
+
+
+def test_random_initial_condition_without_x64_at_large_n():
+    """n^4 overflows int32 at n = 256: the normalisation must not depend on x64 being on."""
+    with jax.enable_x64(False):
+        m = Kraichnan2D(n=256)
+        w = m.random_initial_condition(jax.random.PRNGKey(0), k0=4.0, energy=2.0)
+        assert w.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(w)))
+        u, v = m.velocity(w)
+        assert 0.5 * float(jnp.mean(u ** 2 + v ** 2)) == pytest.approx(2.0, rel=1e-4)

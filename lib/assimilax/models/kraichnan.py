@@ -233,6 +233,6 @@ class Kraichnan2D(DynamicalModel):
         # the columns 1 .. n/2 - 1 standing for two modes each
         weight = jnp.asarray(np.where((np.arange(n // 2 + 1) == 0) | (np.arange(n // 2 + 1) == n // 2),
                                       1.0, 2.0)[None, :], dtype)
-        e = 0.5 * jnp.sum(weight * (jnp.abs(u_hat) ** 2 + jnp.abs(v_hat) ** 2)) / n ** 4
+        e = 0.5 * jnp.sum(weight * (jnp.abs(u_hat) ** 2 + jnp.abs(v_hat) ** 2)) / float(n) ** 4
         w_hat = w_hat * jnp.sqrt(energy / e)
         return jnp.fft.irfft2(w_hat, s=(n, n)).reshape(n * n)
