@@ -40,21 +40,3 @@ def test_simulate_validates():
         simulate(model, LinearObservation.full(4, 1.0), jnp.zeros(3), 3, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="n_cycles"):
         simulate(model, LinearObservation.full(3, 1.0), jnp.zeros(3), 0, key=jax.random.PRNGKey(0))
-
-
-@pytest.mark.parametrize("noisy", [False, True])
-def test_propagate_ensemble_batches_equal_one_vmap(noisy):
-    """The memory-saving lax.map path (batches of 3 members, 7 members: a ragged last batch)
-    gives the same ensemble as one vmap over all members, with and without model noise."""
-    from assimilax.models import Lorenz96
-    from assimilax.simulate import propagate_ensemble
-    model = Lorenz96(8, dt=0.01, noise_cov=0.01 * jnp.eye(8) if noisy else None)
-    E = 8.0 + jax.random.normal(jax.random.PRNGKey(0), (7, 8))
-    ref = propagate_ensemble(model, E, 5, 0.0, jax.random.PRNGKey(1))  # 56 elements: one vmap
-    got = propagate_ensemble(model, E, 5, 0.0, jax.random.PRNGKey(1), max_elements=24)
-    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-12, atol=1e-12)
-    assert not np.allclose(np.asarray(ref), np.asarray(E))
-    if noisy:  # the members received different noise
-        det = propagate_ensemble(Lorenz96(8, dt=0.01), E, 5, 0.0, jax.random.PRNGKey(1))
-        diff = np.asarray(ref) - np.asarray(det)
-        assert np.all(np.std(diff, axis=1) > 0) and not np.allclose(diff[0], diff[1])

@@ -22,7 +22,9 @@ class Simulation(NamedTuple):
 
 
 def propagate(model, x, n_steps: int, t0, key):
-    """Advance ``x`` by ``n_steps`` model steps, drawing model noise when the model has it."""
+    """Advance one state ``x`` ``(d,)`` by ``n_steps`` model steps, drawing model noise when the
+    model has it (the truth of :func:`simulate`). Ensembles are forecast by the filters' one
+    ensemble forecast, :func:`assimilax.filters._core.forecast_ensemble`."""
     if model.noise_cov is None:
         return model.integrate(x, n_steps, t0)
 
@@ -33,32 +35,6 @@ def propagate(model, x, n_steps: int, t0, key):
 
     x, _ = jax.lax.fori_loop(0, n_steps, body, (x, key))
     return x
-
-
-def propagate_ensemble(model, E, n_steps: int, t0, key, max_elements: int = 2**18):
-    r"""Advance every member of ``E`` ``(N, d)`` by ``n_steps`` model steps (:func:`propagate`,
-    one key per member).
-
-    Members go through the model in batches of :math:`\max(1, \lfloor` ``max_elements`` / d
-    :math:`\rfloor)` under ``lax.map``: the same result as one ``vmap`` over all members, but the
-    integrator's temporaries (an RK4 step keeps a dozen state-sized buffers) scale with the batch,
-    not with the ensemble. The default of :math:`2^{18}` elements (1 MiB per float32 buffer) keeps
-    those temporaries in the CPU caches: for Lorenz-96 with N = 20, d = 10^5 and 10 steps,
-    batches of 2 members ran several times faster here than one ``vmap`` over the
-    8 MB ensemble (``benchmarks/ensf_scaling.py`` times the whole cycle), and at d = 10^6 the
-    peak memory of a cycle drops by about 1 GB. Small ensembles (``N d <= max_elements``) run
-    as one ``vmap``.
-    **Returns:** ``(N, d)``."""
-    N, d = E.shape
-    keys = jax.random.split(key, N)
-
-    def one(x, k):
-        return propagate(model, x, n_steps, t0, k)
-
-    if N * d <= max_elements:
-        return jax.vmap(one)(E, keys)
-    batch = max(1, max_elements // d)
-    return jax.lax.map(lambda a: one(*a), (E, keys), batch_size=batch)
 
 
 def simulate(model, observation, x0, n_cycles: int, *, key, steps_per_obs: int = 1, burn_in: int = 0):

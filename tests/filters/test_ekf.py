@@ -47,7 +47,7 @@ def _numpy_ekf_linear(A, b, Q, H, R, m0, P0, ys, k, infl):
 def test_ekf_steps_per_obs_and_inflation_match_numpy_recursion():
     A, b, Q, H, R, m0, P0, ys = _system(seed=1, T=6)
     model, obs = LinearGaussian(A, Q, b), LinearObservation(H, R)
-    res = extended_kalman_filter(model, obs, ys, m0, P0, steps_per_obs=3, inflation=1.3)
+    res = extended_kalman_filter(model, obs, ys, m0, P0, steps_per_obs=3, inflation_rate=1.3)
     ref = _numpy_ekf_linear(A, b, Q, H, R, m0, P0, ys, 3, 1.3)  # dt = 1 for LinearGaussian
     for t, (m, P) in enumerate(ref):
         np.testing.assert_allclose(np.asarray(res.filtered_means[t]), m, rtol=1e-9, atol=1e-11)
@@ -75,6 +75,6 @@ def test_ekf_tracks_lorenz63():
     obs = LinearObservation.full(3, np.sqrt(2.0))
     x0 = jnp.array([1.509, -1.531, 25.46])
     sim = simulate(model, obs, x0, 300, key=jax.random.PRNGKey(0), steps_per_obs=25)
-    res = extended_kalman_filter(model, obs, sim.observations, x0, 2.0 * jnp.eye(3), steps_per_obs=25, inflation=90.0)
+    res = extended_kalman_filter(model, obs, sim.observations, x0, 2.0 * jnp.eye(3), steps_per_obs=25, inflation_rate=90.0)
     rmse = np.sqrt(np.mean((np.asarray(res.filtered_means) - np.asarray(sim.states)) ** 2, axis=1))[50:].mean()
     assert rmse < 1.3, rmse  # DAPPER sakov2012 ExtKF(infl=90): ~0.9; observation noise std 1.41

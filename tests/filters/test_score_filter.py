@@ -32,8 +32,8 @@ def test_score_filter_tracks_kalman_filter():
         free.append(mf)
     kfm, free = np.array(kfm), np.array(free)
     E0 = jax.random.normal(jax.random.PRNGKey(2), (256, d))
-    res, net = score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100,
-                            n_train_steps=150, batch_size=128, learning_rate=3e-3, width=32, depth=2, eps_b=1e-3)
+    res = score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100,
+                       n_train_steps=150, batch_size=128, learning_rate=3e-3, width=32, depth=2, eps_b=1e-3)
     err = np.sqrt(np.mean((np.asarray(res.analysis_mean) - kfm) ** 2))
     err_truth = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2))
     kf_truth = np.sqrt(np.mean((kfm - np.asarray(sim.states)) ** 2))
@@ -41,6 +41,11 @@ def test_score_filter_tracks_kalman_filter():
     assert err < 0.35, err  # KF posterior std here is about 0.4
     assert err_truth < kf_truth + 0.2, (err_truth, kf_truth)
     assert res.ensembles.shape == (T, 256, d)
+    # the trained network is a field of the result: its score at the last forecast mean is finite
+    from assimilax.filters import ScoreFilterResult
+    from assimilax.filters.score_filter import PreconditionedScore
+    assert isinstance(res, ScoreFilterResult) and isinstance(res.network, PreconditionedScore)
+    assert np.all(np.isfinite(np.asarray(res.network(res.forecast_mean[-1], 0.5))))
 
 
 def test_untrained_preconditioned_score_is_the_diffused_gaussian_score():
@@ -75,8 +80,8 @@ def test_score_filter_is_stable_on_lorenz96():
     x0 = model.integrate(8.0 + jax.random.normal(jax.random.PRNGKey(0), (d,)), 500)
     sim = simulate(model, obs, x0, T, key=jax.random.PRNGKey(1), steps_per_obs=10)
     E0 = x0[None] + jax.random.normal(jax.random.PRNGKey(2), (20, d))
-    res, _ = score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), steps_per_obs=10, n_sde_steps=100,
-                          n_train_steps=20, batch_size=20, width=32, depth=2, store_ensembles=False)
+    res = score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), steps_per_obs=10, n_sde_steps=100,
+                       n_train_steps=20, batch_size=20, width=32, depth=2, store_ensembles=False)
     err = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2, 1))
     free = np.asarray(model.trajectory(E0.mean(0), 10 * T)[10::10])
     free_err = np.sqrt(np.mean((free - np.asarray(sim.states)) ** 2, 1))

@@ -89,8 +89,8 @@ def test_driver_with_kalman_analysis_reproduces_kalman_filter(system):
     model, obs, A, Q, H, R, Pf, Pa, K = system
     sim = simulate(model, obs, jnp.ones(10), 60, key=jax.random.PRNGKey(1))
     m0 = np.full(10, 0.5)
-    res = learned_filter(model, LinearAnalysis.from_gain(jnp.asarray(K), jnp.asarray(H)), sim.observations,
-                         jnp.asarray(m0), key=jax.random.PRNGKey(0))
+    res = learned_filter(model, obs, sim.observations, jnp.asarray(m0),
+                         analysis=LinearAnalysis.from_gain(jnp.asarray(K), jnp.asarray(H)), key=jax.random.PRNGKey(0))
     kf = kalman_filter(model, obs, sim.observations, jnp.asarray(m0), jnp.asarray(Pa))
     np.testing.assert_allclose(res.analysis_mean, kf.filtered_means, atol=1e-10, rtol=0)
     np.testing.assert_allclose(res.forecast_mean, kf.predicted_means, atol=1e-10, rtol=0)
@@ -126,10 +126,13 @@ def test_notes_objective_learns_one_step_gain(system):
 def test_bad_inputs_are_refused(system):
     model, obs, A, Q, H, R, Pf, Pa, K = system
     T = LinearAnalysis.from_gain(jnp.asarray(K), jnp.asarray(H))
-    with pytest.raises(ValueError, match="observation_ys"):
-        learned_filter(model, T, jnp.full((5, 5), jnp.nan), jnp.zeros(10), key=jax.random.PRNGKey(0))
+    with pytest.raises(ValueError, match="ys"):
+        learned_filter(model, obs, jnp.full((5, 5), jnp.nan), jnp.zeros(10), analysis=T, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="dimension"):
-        learned_filter(model, T, jnp.zeros((5, 5)), jnp.zeros(7), key=jax.random.PRNGKey(0))
+        learned_filter(model, obs, jnp.zeros((5, 5)), jnp.zeros(7), analysis=T, key=jax.random.PRNGKey(0))
+    # ys are checked against the observation operator (m = 5), not against their own width
+    with pytest.raises(ValueError, match=r"ys must have shape \(\?, 5\), got \(5, 4\)"):
+        learned_filter(model, obs, jnp.zeros((5, 4)), jnp.zeros(10), analysis=T, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="targets"):
         fit_linear_analysis(np.zeros((50, 10)), np.zeros((50, 5)), np.zeros((50, 9)))
     assert isinstance(ModelForward(model), ModelForward)
@@ -145,23 +148,23 @@ def test_driver_with_residual_sampler_cycle_modes(system):
     rd = ResidualDiffusion(10, 15, width=8, depth=1, n_sample_steps=5, key=jax.random.PRNGKey(0))
     ys = jax.random.normal(jax.random.PRNGKey(3), (6, 5))
     ens0 = jax.random.normal(jax.random.PRNGKey(1), (4, 10))
-    res = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd, cycle="analysis")
-    det = learned_filter(model, T, ys, ens0.mean(axis=0), key=jax.random.PRNGKey(2))
+    res = learned_filter(model, obs, ys, ens0, analysis=T, key=jax.random.PRNGKey(2), residual=rd, cycle="analysis")
+    det = learned_filter(model, obs, ys, ens0.mean(axis=0), analysis=T, key=jax.random.PRNGKey(2))
     assert res.ensembles.shape == (6, 4, 10) and res.analysis_spread.shape == (6,)
     np.testing.assert_allclose(res.forecast_spread, 0.0, atol=1e-12)
     np.testing.assert_allclose(res.forecast_mean, det.forecast_mean, atol=1e-12)
     assert float(jnp.min(res.analysis_spread)) > 0.0
     assert not np.allclose(res.analysis_mean, det.analysis_mean)  # the draws do move the members
     # "mean": the next forecast starts from the mean of the analysis members (NumPy reference)
-    rm = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd, cycle="mean")
+    rm = learned_filter(model, obs, ys, ens0, analysis=T, key=jax.random.PRNGKey(2), residual=rd, cycle="mean")
     np.testing.assert_allclose(rm.forecast_mean[1:], np.asarray(rm.analysis_mean[:-1]) @ A.T, atol=1e-10)
-    res2 = learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), residual=rd)
+    res2 = learned_filter(model, obs, ys, ens0, analysis=T, key=jax.random.PRNGKey(2), residual=rd)
     assert float(jnp.min(res2.forecast_spread)) > 0.0
     with pytest.raises(ValueError, match="cond_dim"):
-        learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2),
+        learned_filter(model, obs, ys, ens0, analysis=T, key=jax.random.PRNGKey(2),
                        residual=ResidualDiffusion(10, 14, width=8, depth=1, key=jax.random.PRNGKey(0)))
     with pytest.raises(ValueError, match="cycle"):
-        learned_filter(model, T, ys, ens0, key=jax.random.PRNGKey(2), cycle="mean-field")
+        learned_filter(model, obs, ys, ens0, analysis=T, key=jax.random.PRNGKey(2), cycle="mean-field")
 
 
 def test_perturbed_analysis_pairs_have_the_forecast_error_law(system):

@@ -35,7 +35,7 @@ def _scores(a, sigma, q_rates):
     ys, th, times = _data(a, sigma)
     err = lambda e: float(jnp.mean(circular_rmse(e.phase[:, SKIP:], th[:, SKIP:])))  # noqa: E731
     win = {w: err(jax.vmap(lambda y: window_estimator(y, times, w))(ys)) for w in WINDOWS}
-    ekf = min(err(jax.vmap(lambda y: track_phase_ekf(y, 0.1, sigma, q_amp=0.1, q_rate=q)[0])(ys)) for q in q_rates)
+    ekf = min(err(jax.vmap(lambda y: track_phase_ekf(y, sigma, obs_interval=0.1, q_amp=0.1, q_rate=q)[0])(ys)) for q in q_rates)
     aug = min(err(jax.vmap(lambda y: track_augmented_ekf(y, sigma, q_omega=q, q_state=0.02)[0])(ys)) for q in q_rates)
     return win, ekf, aug
 

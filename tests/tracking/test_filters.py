@@ -65,7 +65,7 @@ def test_phase_ekf_locks_onto_uniform_rotation():
     t = dt * np.arange(1, T + 1)
     th = 0.4 + 2.7 * t
     ys = np.stack([0.9 * np.cos(th), 0.9 * np.sin(th)], 1) + 0.05 * rng.normal(size=(T, 2))
-    est, res = track_phase_ekf(jnp.asarray(ys), dt, 0.05, q_phase=0.0, q_amp=0.01, q_rate=0.01, omega_guess=3.0)
+    est, res = track_phase_ekf(jnp.asarray(ys), 0.05, obs_interval=dt, q_phase=0.0, q_amp=0.01, q_rate=0.01, omega_guess=3.0)
     assert float(circular_rmse(est.phase[100:], jnp.asarray(th[100:]))) < 0.3 * 0.05 / 0.9
     np.testing.assert_allclose(est.rate[-1], 2.7, atol=0.02)
     np.testing.assert_allclose(est.amplitude[-1], 0.9, atol=0.02)
@@ -80,7 +80,7 @@ def test_phase_of_negative_amplitude_is_not_an_error():
     t = dt * np.arange(1, 41)
     ys = np.stack([np.cos(1.0 + 3 * t), np.sin(1.0 + 3 * t)], 1)
     m0, P0 = jnp.array([1.0 + np.pi, -1.0, 3.0]), jnp.diag(jnp.array([1e-4, 1e-4, 1e-4]))
-    est, res = track_phase_ekf(jnp.asarray(ys), dt, 0.01, q_amp=0.0, q_rate=0.0, mean0=m0, cov0=P0)
+    est, res = track_phase_ekf(jnp.asarray(ys), 0.01, obs_interval=dt, q_amp=0.0, q_rate=0.0, mean0=m0, cov0=P0)
     assert float(res.filtered_means[-1, 1]) < 0
     assert float(circular_rmse(est.phase, jnp.asarray(1.0 + 3 * t))) < 1e-3
     np.testing.assert_allclose(est.amplitude, 1.0, atol=1e-3)
@@ -107,8 +107,33 @@ def test_augmented_ekf_learns_omega(langford_data):
 def test_inputs_are_validated():
     ys = jnp.ones((10, 2))
     with pytest.raises(ValueError, match="sigma"):
-        track_phase_ekf(ys, 0.1, 0.0)
+        track_phase_ekf(ys, 0.0, obs_interval=0.1)
     with pytest.raises(ValueError, match="shape"):
         track_augmented_ekf(jnp.ones((10, 3)), 0.1)
     with pytest.raises(ValueError, match="NaN"):
-        track_phase_ekf(ys.at[2, 1].set(jnp.nan), 0.1, 0.1)
+        track_phase_ekf(ys.at[2, 1].set(jnp.nan), 0.1, obs_interval=0.1)
+
+
+def test_priors_are_the_documented_formulas_and_trackers_share_an_order():
+    """The priors' named constants enter exactly as documented (NumPy re-computation), the default
+    rate is the Langford omega0, and both EKF trackers take (ys, sigma, *, ...)."""
+    import inspect
+
+    from assimilax.tracking import augmented_prior, phase_amplitude_prior
+    from assimilax.tracking.filters import OMEGA_GUESS, PHASE_VAR_FLOOR, XY_VAR_FLOOR
+    assert OMEGA_GUESS == Langford().omega0
+    y1, sigma, delta, w, s_w = np.array([0.3, -0.4]), 0.2, 0.1, 3.0, 0.7
+    m, P = phase_amplitude_prior(jnp.asarray(y1), sigma, obs_interval=delta, omega_guess=w, omega_std=s_w)
+    r1 = np.hypot(*y1)
+    np.testing.assert_allclose(m, [np.arctan2(y1[1], y1[0]) - w * delta, r1, w], rtol=1e-12)
+    v_th = (sigma / max(r1, sigma)) ** 2 + (s_w * delta) ** 2 + PHASE_VAR_FLOOR
+    np.testing.assert_allclose(P, np.diag([v_th, sigma**2 + XY_VAR_FLOOR, s_w**2]), rtol=1e-12)
+    m4, P4 = augmented_prior(jnp.asarray(y1), sigma, obs_interval=delta, omega_guess=w, omega_std=s_w)
+    v_xy = sigma**2 + XY_VAR_FLOOR + (s_w * delta) ** 2 * (y1 @ y1)
+    np.testing.assert_allclose(np.diag(P4)[:2], [v_xy, v_xy], rtol=1e-12)
+    c, s = np.cos(-w * delta), np.sin(-w * delta)
+    np.testing.assert_allclose(m4[:2], [c * y1[0] - s * y1[1], s * y1[0] + c * y1[1]], rtol=1e-12)
+    for f in (track_phase_ekf, track_augmented_ekf, track_augmented_pf, phase_amplitude_prior, augmented_prior):
+        params = list(inspect.signature(f).parameters.values())
+        assert [p.name for p in params[:2]] == ["ys" if f.__name__.startswith("track") else "y1", "sigma"], f
+        assert all(p.kind is not p.POSITIONAL_OR_KEYWORD for p in params[2:]), f

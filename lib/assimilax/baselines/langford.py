@@ -31,7 +31,7 @@ from numpyro.infer import MCMC, NUTS, init_to_value
 
 from .._validation import check_finite, check_positive_int
 from ..models._base import rk4_step
-from ..models.langford import Langford, _langford_field
+from ..models.langford import Langford, langford_field
 
 
 def _integrate_window(u0, omega_c, omega_1, n_obs, steps_per_obs, model):
@@ -40,7 +40,7 @@ def _integrate_window(u0, omega_c, omega_1, n_obs, steps_per_obs, model):
 
     def field(u, s):
         om = omega_c + omega_1 * (s - s_mid)
-        return _langford_field(u[0], u[1], u[2], om, model.alpha, model.beta, model.lam, model.rho, model.epsilon)
+        return langford_field(u[0], u[1], u[2], om, model.alpha, model.beta, model.lam, model.rho, model.epsilon)
 
     def obs_step(u, j):
         def body(i, u):

@@ -23,7 +23,10 @@ import jax.numpy as jnp
 from .noise import noise_block
 
 
-def _grid(sde, n_steps, t_max, t_min, dtype):
+def time_grid(sde, n_steps: int, t_max=None, t_min=None, dtype=None):
+    r"""The decreasing time grid of the samplers: ``n_steps + 1`` equispaced times from ``t_max``
+    (default ``sde.t_max``) to ``t_min`` (default ``sde.t_min``), and the step
+    :math:`\Delta t = (t_{\max} - t_{\min}) / n`. **Returns:** ``(ts (n + 1,), dt)``."""
     t_max = sde.t_max if t_max is None else t_max
     t_min = sde.t_min if t_min is None else t_min
     ts = jnp.linspace(t_max, t_min, n_steps + 1, dtype=dtype)
@@ -49,7 +52,7 @@ def euler_maruyama(sde, score_fn, x_T, *, key, n_steps: int = 500, t_max=None, t
     **Returns:** ``(n, d)`` samples at ``t_min``.
     """
     block = noise_block(noise)
-    ts, dt = _grid(sde, n_steps, t_max, t_min, x_T.dtype)
+    ts, dt = time_grid(sde, n_steps, t_max, t_min, x_T.dtype)
     scale = jnp.sqrt(sde.g2(ts[:-1]) * dt)
     if not noise_last:
         scale = scale.at[-1].set(0.0)
@@ -83,7 +86,7 @@ def probability_flow_heun(sde, score_fn, x_T, *, n_steps: int = 200, t_max=None,
     r"""Heun's (2nd-order) method on the probability-flow ODE
     :math:`\dot x = f(t)x - \tfrac12 g(t)^2 \nabla\log p_t(x)`, integrated from ``t_max`` to
     ``t_min``. Deterministic given ``x_T``. **Returns:** ``(n, d)``."""
-    ts, dt = _grid(sde, n_steps, t_max, t_min, x_T.dtype)
+    ts, dt = time_grid(sde, n_steps, t_max, t_min, x_T.dtype)
 
     def vel(x, t):
         return sde.f(t) * x - 0.5 * sde.g2(t) * score_fn(x, t)
@@ -102,7 +105,7 @@ def probability_flow_heun(sde, score_fn, x_T, *, n_steps: int = 200, t_max=None,
 def predictor_corrector(sde, score_fn, x_T, *, key, n_steps: int = 500, n_corrector: int = 1, snr: float = 0.1, t_max=None, t_min=None):
     r"""Predictor--corrector sampling (Euler--Maruyama predictor, Langevin corrector) at the
     new time after every predictor step. **Returns:** ``(n, d)``."""
-    ts, dt = _grid(sde, n_steps, t_max, t_min, x_T.dtype)
+    ts, dt = time_grid(sde, n_steps, t_max, t_min, x_T.dtype)
     keys = jax.random.split(key, n_steps)
 
     def langevin(x, inp, t):
@@ -126,4 +129,4 @@ def predictor_corrector(sde, score_fn, x_T, *, key, n_steps: int = 500, n_correc
     return x
 
 
-__all__ = ["euler_maruyama", "probability_flow_heun", "predictor_corrector"]
+__all__ = ["euler_maruyama", "probability_flow_heun", "predictor_corrector", "time_grid"]

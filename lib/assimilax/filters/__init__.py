@@ -1,6 +1,6 @@
 """Filters: Kalman, RTS, EKF, ensemble Kalman (perturbed-obs, ETKF, LETKF), particle filter,
 score-based filters (EnSF, SF). All share the time convention and result types of ``_types``."""
-from ._types import EnsembleFilterResult, GaussianFilterResult, SmootherResult
+from ._types import EnsembleFilterResult, GaussianFilterResult, ScoreFilterResult, SmootherResult
 from .ekf import extended_kalman_filter
 from . import localization
 from .enkf import ensemble_kalman_filter, gaspari_cohn
@@ -14,6 +14,7 @@ __all__ = [
     "EnsembleFilterResult",
     "GaussianFilterResult",
     "SmootherResult",
+    "ScoreFilterResult",
     "kalman_filter",
     "rts_smoother",
     "extended_kalman_filter",

@@ -7,7 +7,7 @@ aligned with ``Simulation.states`` and ``Simulation.observations``.
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import jax
 
@@ -36,14 +36,16 @@ class SmootherResult(NamedTuple):
 
 
 class EnsembleFilterResult(NamedTuple):
-    """Output of ensemble and particle filters (EnKF, ETKF, LETKF, PF, EnSF, SF, learned).
+    r"""Output of ensemble and particle filters (EnKF, ETKF, LETKF, PF, EnSF, SF, learned).
 
     ``analysis_mean``/``forecast_mean`` ``(T, d)`` (weighted mean for particle filters);
-    ``analysis_spread``/``forecast_spread`` ``(T,)``: square root of the ensemble variance
-    averaged over components; ``ensembles`` ``(T, N, d)`` analysis ensembles (equally weighted;
+    ``analysis_spread``/``forecast_spread`` ``(T,)``: square root of the unbiased ensemble
+    variance (the :math:`N-1` variance; for weighted particles the weighted variance divided by
+    :math:`1 - \sum_j w_j^2`, equal to it for equal weights) averaged over components;
+    ``ensembles`` ``(T, N, d)`` analysis ensembles (equally weighted;
     ``None`` when ``store_ensembles=False``); ``ess`` ``(T,)`` effective sample size before
     resampling (particle filters; ``None`` otherwise); ``log_likelihood`` estimate of
-    :math:`\\log p(y_{1:T})` where the method provides one (else ``None``).
+    :math:`\log p(y_{1:T})` where the method provides one (else ``None``).
     """
 
     analysis_mean: jax.Array
@@ -53,3 +55,20 @@ class EnsembleFilterResult(NamedTuple):
     ensembles: Optional[jax.Array] = None
     ess: Optional[jax.Array] = None
     log_likelihood: Optional[jax.Array] = None
+
+
+class ScoreFilterResult(NamedTuple):
+    """Output of :func:`~assimilax.filters.score_filter`: the fields of
+    :class:`EnsembleFilterResult` (same meanings, same time convention) and ``network``, the
+    trained score model of the last cycle (a
+    :class:`~assimilax.filters.score_filter.PreconditionedScore`; its ``.net`` is the learned
+    correction)."""
+
+    analysis_mean: jax.Array
+    analysis_spread: jax.Array
+    forecast_mean: jax.Array
+    forecast_spread: jax.Array
+    ensembles: Optional[jax.Array] = None
+    ess: Optional[jax.Array] = None
+    log_likelihood: Optional[jax.Array] = None
+    network: Any = None

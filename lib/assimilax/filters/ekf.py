@@ -6,15 +6,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
-
-from .._validation import check_positive_int, is_concrete, raise_if_diverged
+from .._validation import check_positive_int, raise_if_diverged
+from ._core import check_gaussian_inputs, check_inflation, gaussian_update, scan_cycles, symmetrize
 from ._types import GaussianFilterResult
-from .kalman import _check_gaussian_inputs, _gaussian_update, _sym
 
 
 def extended_kalman_filter(model, observation, ys, mean0, cov0, *, steps_per_obs: int = 1,
-                           inflation=1.0) -> GaussianFilterResult:
+                           inflation_rate=1.0) -> GaussianFilterResult:
     r"""Extended Kalman filter: linearise the model and the observation operator about the mean.
 
     Forecast, for each of the ``steps_per_obs`` model steps :math:`k` (time :math:`t_k`):
@@ -24,9 +22,10 @@ def extended_kalman_filter(model, observation, ys, mean0, cov0, *, steps_per_obs
         P \leftarrow \lambda^{\Delta t} F_k P F_k^\top + Q,
 
     with :math:`Q` = ``model.noise_cov`` per model step (omitted when ``None``) and
-    :math:`\lambda` = ``inflation`` *per unit time* (DAPPER's ``ExtKF(infl=...)`` convention:
-    the factor per model step is :math:`\lambda^{\Delta t}`, ``model.dt`` :math:`=\Delta t`; for
-    discrete-time models :math:`\Delta t = 1`). Analysis with
+    :math:`\lambda` = ``inflation_rate``, a covariance factor *per unit time* (DAPPER's
+    ``ExtKF(infl=...)`` convention: the factor per model step is :math:`\lambda^{\Delta t}`,
+    ``model.dt`` :math:`=\Delta t`; for discrete-time models :math:`\Delta t = 1`). It is not the
+    ``inflation`` of the ensemble filters, which multiplies the anomalies once per cycle. Analysis with
     :math:`H = \partial_x h(m^-)` (:func:`jax.jacfwd`, or ``observation.jacobian``):
 
     .. math::
@@ -39,27 +38,24 @@ def extended_kalman_filter(model, observation, ys, mean0, cov0, *, steps_per_obs
     **Arguments:** ``model`` (any :class:`~assimilax.models.DynamicalModel`), ``observation``
     (``state_dim == model.dim``), ``ys`` ``(T, m)``, ``mean0`` ``(d,)``, ``cov0`` ``(d, d)``
     positive definite (prior on :math:`x_0`), ``steps_per_obs`` model steps per cycle,
-    ``inflation`` :math:`\lambda > 0`.
+    ``inflation_rate`` :math:`\lambda > 0` (covariance factor per unit time).
 
     **Returns:** :class:`~assimilax.filters.GaussianFilterResult`. Raises ``ValueError`` on bad
     input and :class:`~assimilax.FilterDivergenceError` when the filtered means are not finite.
     """
-    _check_gaussian_inputs(model, observation, ys, mean0, cov0)
+    check_gaussian_inputs(model, observation, ys, mean0, cov0)
     check_positive_int(steps_per_obs, "steps_per_obs")
-    if is_concrete(inflation):
-        infl = np.asarray(inflation)
-        if infl.shape != () or not np.isfinite(infl) or infl <= 0:
-            raise ValueError(f"inflation must be a positive finite scalar, got {inflation!r}")
+    check_inflation(inflation_rate, "inflation_rate")
     mean0 = jnp.asarray(mean0)
     res = _ekf(model, observation, jnp.asarray(ys), mean0, jnp.asarray(cov0),
-               jnp.asarray(inflation, dtype=mean0.dtype), steps_per_obs=steps_per_obs)
+               jnp.asarray(inflation_rate, dtype=mean0.dtype), steps_per_obs=steps_per_obs)
     raise_if_diverged(res.filtered_means, "extended_kalman_filter")
     return res
 
 
 @functools.partial(jax.jit, static_argnames=("steps_per_obs",))
-def _ekf(model, observation, ys, mean0, cov0, inflation, *, steps_per_obs):
-    step_infl = inflation ** model.dt
+def _ekf(model, observation, ys, mean0, cov0, inflation_rate, *, steps_per_obs):
+    step_infl = inflation_rate ** model.dt
     Q = model.noise_cov
     R = observation.R
 
@@ -71,20 +67,18 @@ def _ekf(model, observation, ys, mean0, cov0, inflation, *, steps_per_obs):
         P = step_infl * (F @ P @ F.T)
         if Q is not None:
             P = P + Q
-        return m, _sym(P), t0
+        return m, symmetrize(P), t0
 
     def cycle(carry, inp):
         m, P, ll = carry
-        k, y = inp
-        m_pred, P_pred, _ = jax.lax.fori_loop(0, steps_per_obs, model_step,
-                                              (m, P, k * steps_per_obs * model.dt))
+        m_pred, P_pred, _ = jax.lax.fori_loop(0, steps_per_obs, model_step, (m, P, inp.t0))
         H = observation.jacobian(m_pred)
-        m_f, P_f, ll_t = _gaussian_update(m_pred, P_pred, y, observation(m_pred), H, R)
+        m_f, P_f, ll_t = gaussian_update(m_pred, P_pred, inp.y, observation(m_pred), H, R)
         return (m_f, P_f, ll + ll_t), (m_f, P_f, m_pred, P_pred)
 
     ll0 = jnp.zeros((), dtype=mean0.dtype)
-    T = ys.shape[0]
-    (_, _, ll), (mf, Pf, mp, Pp) = jax.lax.scan(cycle, (mean0, cov0, ll0), (jnp.arange(T), ys))
+    (_, _, ll), (mf, Pf, mp, Pp) = scan_cycles(cycle, (mean0, cov0, ll0), ys, steps_per_obs=steps_per_obs,
+                                               dt=model.dt)
     return GaussianFilterResult(mf, Pf, mp, Pp, ll)
 
 

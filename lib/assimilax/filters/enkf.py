@@ -48,7 +48,7 @@ from .._validation import (
 )
 from ._types import EnsembleFilterResult
 from .rotations import mean_preserving_rotations
-from .kalman import _check_model_observation
+from ._core import check_model_observation as _check_model_observation, forecast_ensemble
 
 from .localization import (
     GC_SCALE,
@@ -62,25 +62,6 @@ from .localization import (
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def _forecast(model, E, t0, key, steps_per_obs):
-    r"""Advance every member by ``steps_per_obs`` model steps.
-
-    With model noise, each step draws one ``(N, d)`` block of independent
-    :math:`\mathcal N(0, Q)` noise (``Q = model.noise_cov`` per step, Cholesky factor hoisted),
-    the same law as :func:`assimilax.simulate.propagate` applied member by member.
-    """
-    step = jax.vmap(model.step, in_axes=(0, None))
-    if model.noise_cov is None:
-        return jax.lax.fori_loop(0, steps_per_obs, lambda i, E: step(E, t0 + i * model.dt), E)
-    chol_Q = jnp.linalg.cholesky(model.noise_cov).astype(E.dtype)
-
-    def body(i, E):
-        noise = jax.random.normal(jax.random.fold_in(key, i), E.shape, dtype=E.dtype) @ chol_Q.T
-        return step(E, t0 + i * model.dt) + noise
-
-    return jax.lax.fori_loop(0, steps_per_obs, body, E)
-
-
 def _etkf_transform(Ys, dys):
     r"""ETKF weights in ensemble space from whitened anomalies ``Ys`` ``(N, m)`` and innovation
     ``dys`` ``(m,)``: :math:`C = Y_s Y_s^\top + (N-1) I = V \Lambda V^\top`,
@@ -375,7 +356,7 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
     def cycle(E, inp):
         k, y, ck, rot = inp
         kf, ka = jax.random.split(ck)
-        E = _forecast(model, E, k * steps_per_obs * model.dt, kf, steps_per_obs)
+        E = forecast_ensemble(model, E, k * steps_per_obs * model.dt, kf, steps_per_obs)
         mu_f = member_mean(E, keepdims=True)
         E = mu_f + inflation * (E - mu_f)
         f_stats = (mu_f[0], mean_and_spread(E)[1])

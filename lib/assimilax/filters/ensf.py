@@ -24,15 +24,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from .._ensemble import mean_and_spread, member_mean
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
 from ..diffusion.noise import ARS_STEPS, NOISE_KINDS, gaussian
-from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
-from ..diffusion.samplers import euler_maruyama
+from ..diffusion.guidance import damped_guidance, gaussian_likelihood_score, linear_damping, noise_precision
+from ..diffusion.samplers import euler_maruyama, time_grid
 from ..diffusion.sde import EnSFSDE
-from ..simulate import propagate, propagate_ensemble
+from ._core import check_model_observation, forecast_ensemble, scan_cycles
 from ._types import EnsembleFilterResult
 
 
@@ -70,7 +69,7 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
       on CPU); see :mod:`assimilax.diffusion.noise`.
     - ``native``: with ``sde_noise="gaussian_ars"``, ``prior_score="per_member"``, float32,
       full arctan observations with diagonal noise and no ``sharding``, run the analysis on CPU
-      in the fused C++ kernel of :mod:`assimilax._native` when it is available (same increments,
+      in the fused C++ kernel of :mod:`!assimilax._native` when it is available (same increments,
       same result up to float rounding; GPUs take the XLA path). ``False`` forces the XLA path.
     - ``store_ensembles``: keep the ``(T, N, d)`` analysis ensembles.
     - ``sharding``: optional :class:`jax.sharding.Sharding` for ``(N, d)`` arrays (e.g.
@@ -82,8 +81,7 @@ def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_o
     Per SDE step the cost is :math:`O(N^2 d)` (mixture) or :math:`O(Nd)` (per member) and the
     memory :math:`O(Nd + N^2)`. Works in the dtype of ``ensemble0`` (float32 is fine).
     """
-    if observation.state_dim != model.dim:
-        raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, model has {model.dim}")
+    check_model_observation(model, observation)
     check_ensemble(ensemble0, model.dim, "ensemble0")
     check_observations(ys, observation.obs_dim, "ys")
     check_positive_int(steps_per_obs, "steps_per_obs")
@@ -117,9 +115,8 @@ def _native_analysis(sde, damping, Ef, y, prec, x_T, key, n_steps):
     :math:`c_e = \Delta t g^2\alpha/\sigma^2`, :math:`c_\ell = \Delta t g^2 h`; the key words of each
     block of 4 steps are those :func:`euler_maruyama` draws."""
     from .. import _native
-    from ..diffusion.samplers import _grid
 
-    ts, dt = _grid(sde, n_steps, None, None, jnp.float32)
+    ts, dt = time_grid(sde, n_steps, dtype=jnp.float32)
     t = ts[:-1]
     g2, f, a, s2 = sde.g2(t), sde.f(t), sde.alpha(t), sde.sigma2(t)
     h = jnp.broadcast_to(damping(t), t.shape)
@@ -150,16 +147,12 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
     constrain = (lambda a: a) if sharding is None else (lambda a: jax.lax.with_sharding_constraint(a, sharding))
 
     def analysis(Ef, y, k):
-        lik = gaussian_likelihood_score(observation, y, (prec, diag))
-
-        def score(x, t):
-            x = constrain(x)
+        def prior(x, t):
             a, s2 = sde.alpha(t), sde.sigma2(t)
-            if mixture:
-                prior = ensemble_mixture_score(Ef, a, s2, x)
-            else:
-                prior = (a * Ef - x) / s2
-            return constrain(prior + damping(t) * lik(x))
+            return ensemble_mixture_score(Ef, a, s2, x) if mixture else (a * Ef - x) / s2
+
+        posterior = damped_guidance(prior, gaussian_likelihood_score(observation, y, (prec, diag)), damping)
+        score = lambda x, t: constrain(posterior(constrain(x), t))
 
         k0, k1 = jax.random.split(k)
         x_T = constrain(gaussian(k0, Ef.shape, Ef.dtype))  # fused Threefry + Box-Muller: no full-size uint32 buffers
@@ -171,20 +164,16 @@ def _ensf(model, observation, ys, E0, key, prec, sde, damping, *, steps_per_obs,
         return jax.lax.platform_dependent(cpu=fused, default=xla)
 
     def cycle(E, inp):
-        t_idx, y, k = inp
-        kf, ka = jax.random.split(k)
-        t0 = t_idx * steps_per_obs * model.dt
-        if sharding is None:
-            Ef = propagate_ensemble(model, E, steps_per_obs, t0, kf)
-        else:  # keep the members' sharding: one vmap
-            Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
+        kf, ka = jax.random.split(inp.key)
+        # with a sharding, one vmap over the members keeps it (no batching under lax.map)
+        Ef = forecast_ensemble(model, E, inp.t0, kf, steps_per_obs,
+                               **({} if sharding is None else {"max_elements": None}))
         Ef = constrain(Ef)
-        Ea = analysis(Ef, y, ka)
+        Ea = analysis(Ef, inp.y, ka)
         out = mean_and_spread(Ea) + mean_and_spread(Ef) + (Ea if store else None,)
         return Ea, out
 
-    T = ys.shape[0]
-    _, (am, asp, fm, fsp, ens) = jax.lax.scan(cycle, E0, (jnp.arange(T), ys, jax.random.split(key, T)))
+    _, (am, asp, fm, fsp, ens) = scan_cycles(cycle, E0, ys, key=key, steps_per_obs=steps_per_obs, dt=model.dt)
     return EnsembleFilterResult(am, asp, fm, fsp, ens if store else None)
 
 

@@ -18,9 +18,8 @@ from .._validation import (
     is_concrete,
     raise_if_diverged,
 )
+from ._core import check_model_observation, forecast_ensemble, scan_cycles, weighted_mean_and_spread
 from ._types import EnsembleFilterResult
-from .enkf import _forecast
-from .kalman import _check_model_observation
 
 
 def systematic_resample(key, log_weights):
@@ -42,13 +41,6 @@ def systematic_resample(key, log_weights):
     u = (jax.random.uniform(key, (), dtype=w.dtype) + jnp.arange(N, dtype=w.dtype)) / N
     idx = jnp.searchsorted(cdf, u * cdf[-1], side="right")
     return jnp.clip(idx, 0, N - 1).astype(jnp.int32)
-
-
-def _weighted_moments(E, w):
-    mean = w @ E
-    A = E - mean[None, :]
-    var = w @ (A * A)
-    return mean, jnp.sqrt(jnp.mean(var)), A
 
 
 def particle_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1,
@@ -75,8 +67,13 @@ def particle_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: in
     PF :cite:`musso2001improving`, biased for finite :math:`N` but needed when the model has no
     noise (else the particles collapse onto copies of one).
 
-    ``analysis_mean``/``analysis_spread`` are the weighted moments after reweighting (before
-    resampling); ``ensembles`` ``(T, N, d)`` holds an equally weighted systematic resample of
+    ``analysis_mean``/``analysis_spread`` are the weighted mean and spread after reweighting
+    (before resampling), ``forecast_mean``/``forecast_spread`` those of the forecast particles
+    with the previous weights. The spread of a weighted ensemble is
+    :math:`\sqrt{\tfrac1d\sum_i \sum_j w_j (x_{ji}-\bar x_i)^2 / (1 - \sum_j w_j^2)}`, the unbiased
+    weighted variance (:func:`~assimilax.filters._core.weighted_mean_and_spread`): with equal
+    weights it is the :math:`N-1` variance that every other filter reports, so the spreads of
+    all filters are comparable; ``ensembles`` ``(T, N, d)`` holds an equally weighted systematic resample of
     each analysis (the carried particles themselves when they were resampled); ``ess`` ``(T,)``
     the ESS before resampling. Works in float32; float64 is safer for the log-likelihood.
 
@@ -88,7 +85,7 @@ def particle_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: in
     **Returns:** :class:`~assimilax.filters.EnsembleFilterResult` with ``ess`` and
     ``log_likelihood``.
     """
-    _check_model_observation(model, observation)
+    check_model_observation(model, observation)
     check_ensemble(ensemble0, model.dim, "ensemble0")
     check_observations(ys, observation.obs_dim, "ys")
     check_positive_int(steps_per_obs, "steps_per_obs")
@@ -124,18 +121,18 @@ def _pf(model, observation, ys, E0, key, threshold, jitter, *, steps_per_obs, st
 
     def cycle(carry, inp):
         E, logw = carry  # logw normalised
-        k, y, ck = inp
-        kf, kr, ks, kj = jax.random.split(ck, 4)
-        E = _forecast(model, E, k * steps_per_obs * model.dt, kf, steps_per_obs)
+        y = inp.y
+        kf, kr, ks, kj = jax.random.split(inp.key, 4)
+        E = forecast_ensemble(model, E, inp.t0, kf, steps_per_obs)
         w_prev = jnp.exp(logw)
-        mf, sf, _ = _weighted_moments(E, w_prev)
+        mf, sf = weighted_mean_and_spread(E, w_prev)
         ll = loglik(y, E)
         lw = logw + ll
         inc = logsumexp(lw)
         logw_new = lw - inc
         w = jnp.exp(logw_new)
         ess = 1.0 / jnp.sum(w * w)
-        ma, sa, A = _weighted_moments(E, w)
+        ma, sa = weighted_mean_and_spread(E, w)
         resample = ess < threshold * N
         idx = systematic_resample(kr, logw_new)
         E_res = E[idx]
@@ -161,10 +158,9 @@ def _pf(model, observation, ys, E0, key, threshold, jitter, *, steps_per_obs, st
             E_store = None
         return (E_next, logw_next), (ma, sa, mf, sf, E_store, ess, inc)
 
-    T = ys.shape[0]
-    keys = jax.random.split(key, T)
     logw0 = -logN * jnp.ones((N,), dtype)
-    _, (ma, sa, mf, sf, ens, ess, incs) = jax.lax.scan(cycle, (E0, logw0), (jnp.arange(T), ys, keys))
+    _, (ma, sa, mf, sf, ens, ess, incs) = scan_cycles(cycle, (E0, logw0), ys, key=key, steps_per_obs=steps_per_obs,
+                                                      dt=model.dt)
     return EnsembleFilterResult(ma, sa, mf, sf, ens, ess, jnp.sum(incs))
 
 

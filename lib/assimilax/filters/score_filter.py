@@ -36,13 +36,20 @@ import optax
 
 from .._ensemble import mean_and_spread
 from .._validation import check_ensemble, check_observations, check_positive_int, raise_if_diverged
-from ..diffusion.guidance import gaussian_likelihood_score, linear_damping, noise_precision
+from ..diffusion.guidance import damped_guidance, gaussian_likelihood_score, linear_damping, noise_precision
 from ..diffusion.networks import MLPScore, batch_score
 from ..diffusion.samplers import euler_maruyama
 from ..diffusion.sde import EnSFSDE
 from ..diffusion.training import fit_steps
-from ..simulate import propagate
-from ._types import EnsembleFilterResult
+from ._core import check_model_observation, forecast_ensemble, scan_cycles
+from ._types import ScoreFilterResult
+
+#: Floor of the preconditioner's per-component standard deviation, relative to :math:`1 + |m|`
+#: (:math:`s \ge 10^{-6}(1 + |m|)`): a collapsed or constant component of the forecast ensemble
+#: would otherwise give :math:`v_t = \sigma_t^2` at :math:`t \to 0` and standardised coordinates
+#: that divide by zero; relative to the mean's size, so it is far below float32 resolution of any
+#: spread that carries information.
+STD_FLOOR_RELATIVE = 1e-6
 
 
 class PreconditionedScore(eqx.Module):
@@ -76,11 +83,12 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     e.g. the ``.net`` of a previous run's result) or ``width``/``depth`` of a fresh
     :class:`~assimilax.diffusion.MLPScore` with a zero last layer.
 
-    **Returns:** ``(EnsembleFilterResult, PreconditionedScore)`` — the result and the score model
-    of the last cycle (its ``.net`` is the trained correction).
+    **Returns:** :class:`~assimilax.filters.ScoreFilterResult`: the fields of
+    :class:`~assimilax.filters.EnsembleFilterResult` (``ess``, ``log_likelihood`` ``None``) and
+    ``network``, the :class:`PreconditionedScore` of the last cycle (its ``.net`` is the trained
+    correction, e.g. the ``network=`` of a next run).
     """
-    if observation.state_dim != model.dim:
-        raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, model has {model.dim}")
+    check_model_observation(model, observation)
     check_ensemble(ensemble0, model.dim, "ensemble0")
     check_observations(ys, observation.obs_dim, "ys")
     for n, name in ((steps_per_obs, "steps_per_obs"), (n_sde_steps, "n_sde_steps"), (batch_size, "batch_size")):
@@ -100,10 +108,10 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     network = jax.tree_util.tree_map(lambda a: a.astype(E0.dtype) if eqx.is_inexact_array(a) else a, network)
     optimizer = optax.adam(learning_rate)
     prec = noise_precision(observation)
-    res, net = _sf(model, observation, ys, E0, key, network, jnp.asarray(prec[0], E0.dtype), sde, prec[1], damping, optimizer,
-                   steps_per_obs, n_sde_steps, n_train_steps, batch_size, store_ensembles)
+    res = _sf(model, observation, ys, E0, key, network, jnp.asarray(prec[0], E0.dtype), sde, prec[1], damping, optimizer,
+              steps_per_obs, n_sde_steps, n_train_steps, batch_size, store_ensembles)
     raise_if_diverged(res.analysis_mean, "score_filter")
-    return res, net
+    return res
 
 
 @eqx.filter_jit
@@ -114,30 +122,23 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
 
     def cycle(carry, inp):
         E, params, opt_state = carry
-        t_idx, y, k = inp
-        kf, kt, k0, ks = jax.random.split(k, 4)
-        t0 = t_idx * steps_per_obs * model.dt
-        if model.noise_cov is None:
-            Ef = jax.vmap(lambda x: model.integrate(x, steps_per_obs, t0))(E)
-        else:
-            Ef = jax.vmap(lambda x, kk: propagate(model, x, steps_per_obs, t0, kk))(E, jax.random.split(kf, E.shape[0]))
+        kf, kt, k0, ks = jax.random.split(inp.key, 4)
+        Ef = forecast_ensemble(model, E, inp.t0, kf, steps_per_obs)
         net = eqx.combine(params, static)
-        std = jnp.maximum(jnp.std(Ef, 0), 1e-6 * (1.0 + jnp.abs(jnp.mean(Ef, 0))))
+        std = jnp.maximum(jnp.std(Ef, 0), STD_FLOOR_RELATIVE * (1.0 + jnp.abs(jnp.mean(Ef, 0))))
         net = eqx.tree_at(lambda n: (n.mean, n.std), net, (jnp.mean(Ef, 0), std))
         if n_train:
             net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
-        prior = batch_score(net)
-        lik = gaussian_likelihood_score(observation, y, (prec, diag))
-        score = lambda x, t: prior(x, t) + damping(t) * lik(x)
+        score = damped_guidance(batch_score(net), gaussian_likelihood_score(observation, inp.y, (prec, diag)), damping)
         x_T = jax.random.normal(k0, Ef.shape, dtype=Ef.dtype)
         Ea = euler_maruyama(sde, score, x_T, key=ks, n_steps=n_sde_steps)
         params = eqx.filter(net, eqx.is_inexact_array)
         out = mean_and_spread(Ea) + mean_and_spread(Ef) + (Ea if store else None,)
         return (Ea, params, opt_state), out
 
-    T = ys.shape[0]
-    (_, params, _), (am, asp, fm, fsp, ens) = jax.lax.scan(cycle, (E0, params, opt_state), (jnp.arange(T), ys, jax.random.split(key, T)))
-    return EnsembleFilterResult(am, asp, fm, fsp, ens if store else None), eqx.combine(params, static)
+    (_, params, _), (am, asp, fm, fsp, ens) = scan_cycles(cycle, (E0, params, opt_state), ys, key=key,
+                                                          steps_per_obs=steps_per_obs, dt=model.dt)
+    return ScoreFilterResult(am, asp, fm, fsp, ens if store else None, network=eqx.combine(params, static))
 
 
-__all__ = ["score_filter", "PreconditionedScore"]
+__all__ = ["score_filter", "PreconditionedScore", "ScoreFilterResult", "STD_FLOOR_RELATIVE"]

@@ -30,22 +30,34 @@ import jax.numpy as jnp
 
 from .._ensemble import mean_and_spread, member_mean
 from .._validation import check_finite, check_observations, check_positive_int, check_shape, raise_if_diverged
+from ..filters._core import forecast_ensemble, scan_cycles
 from ..filters._types import EnsembleFilterResult
 from .analysis import residual_condition
 from .forward import ModelForward, as_forward
 
 
-def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residual=None, n_members: int | None = None,
+def learned_filter(forward, observation, ys, ensemble0, *, analysis, key, residual=None, n_members: int | None = None,
                    steps_per_obs: int = 1, model_noise: bool = False, store_ensembles: bool = True,
                    residual_steps: int | None = None, cycle: str = "members") -> EnsembleFilterResult:
     r"""Cycle a forward model and a (learned) analysis through the observations.
 
+    The signature is that of every filter, ``(model, observation, ys, prior, *, key, ...)``, with
+    the analysis operator as a keyword.
+
     **Arguments:**
 
     - ``forward``: callable ``F(x (d,)) -> (d,)`` (e.g. :class:`~assimilax.learned.StencilForward`)
-      or a :class:`~assimilax.models.DynamicalModel` (run ``steps_per_obs`` steps).
+      or a :class:`~assimilax.models.DynamicalModel` (run ``steps_per_obs`` steps; with
+      ``model_noise`` its noise is drawn by the filters' ensemble forecast,
+      :func:`assimilax.filters._core.forecast_ensemble`).
+    - ``observation``: the observation operator that produced ``ys`` (``state_dim = d``,
+      ``obs_dim = m``), against which ``ys`` and ``ensemble0`` are checked; the analysis is
+      ``analysis``, which sees only ``y``. ``None`` only where no operator exists (the
+      deterministic cycles of :func:`~assimilax.learned.cycled_analysis_pairs`, whose
+      trajectories carry observations only): ``ys`` is then checked for shape ``(T, m)`` and
+      finiteness alone.
+    - ``ys``: ``(T, m)``.
     - ``analysis``: ``T(u_f (d,), y (m,)) -> (d,)``.
-    - ``observation_ys``: ``(T, m)``.
     - ``ensemble0``: ``(N, d)`` initial ensemble, or ``(d,)`` repeated ``n_members`` times
       (default 1) — the time-0 state.
     - ``key``: PRNG key (residual draws, model noise).
@@ -89,10 +101,16 @@ def learned_filter(forward, analysis, observation_ys, ensemble0, *, key, residua
     check_shape(E0, (None, None), "ensemble0")
     check_finite(E0, "ensemble0")
     d = E0.shape[1]
-    ys = jnp.asarray(observation_ys)
-    if ys.ndim != 2:
-        raise ValueError(f"observation_ys must have shape (T, m), got {ys.shape}")
-    check_observations(ys, ys.shape[1], "observation_ys")
+    ys = jnp.asarray(ys)
+    if observation is None:
+        if ys.ndim != 2:
+            raise ValueError(f"ys must have shape (T, m), got {ys.shape}")
+        check_observations(ys, ys.shape[1], "ys")
+    else:
+        if observation.state_dim != d:
+            raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, "
+                             f"but ensemble0 has dimension {d}")
+        check_observations(ys, observation.obs_dim, "ys")
     m = ys.shape[1]
     if isinstance(forward, ModelForward) and forward.model.dim != d:
         raise ValueError(f"ensemble0 has dimension {d} but the model has dimension {forward.model.dim}")
@@ -115,20 +133,17 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
                     cycle):
     N = E0.shape[0]
     is_model = isinstance(forward, ModelForward)
-    dt = forward.model.dt * forward.steps_per_obs if is_model else 1.0
 
     def step(carry, inp):
         E, u_det = carry
-        t_idx, y, k = inp
-        kf, kr = jax.random.split(k)
+        y = inp.y
+        kf, kr = jax.random.split(inp.key)
         if cycle == "analysis":
             E = u_det
         elif cycle == "mean":
             E = member_mean(E, keepdims=True)
-        if is_model and model_noise:
-            EF = jax.vmap(lambda x, kk: forward(x, t_idx * dt, key=kk))(E, jax.random.split(kf, E.shape[0]))
-        elif is_model:
-            EF = jax.vmap(lambda x: forward(x, t_idx * dt))(E)
+        if is_model:
+            EF = forecast_ensemble(forward.model, E, inp.t0, kf if model_noise else None, forward.steps_per_obs)
         else:
             EF = jax.vmap(forward)(E)
         U = jax.vmap(analysis, in_axes=(0, None))(EF, y)
@@ -141,9 +156,9 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
         out = mean_and_spread(U) + mean_and_spread(EF) + (U if store_ensembles else None,)
         return (U, u_det), out
 
-    T = ys.shape[0]
     carry0 = (E0, member_mean(E0, keepdims=True))
-    _, (ma, sa, mf, sf, ens) = jax.lax.scan(step, carry0, (jnp.arange(T), ys, jax.random.split(key, T)))
+    spo, dt = (forward.steps_per_obs, forward.model.dt) if is_model else (1, 1.0)
+    _, (ma, sa, mf, sf, ens) = scan_cycles(step, carry0, ys, key=key, steps_per_obs=spo, dt=dt)
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 

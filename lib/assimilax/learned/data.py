@@ -111,7 +111,9 @@ def analysis_pairs(forward, data: TrajectoryData, *, steps_per_obs: int = 1, per
 
 @eqx.filter_jit
 def _cycled_forecasts(forward, analysis, x0s, ys, key):
-    run = lambda x0, y: learned_filter(forward, analysis, y, x0, key=key, store_ensembles=False).forecast_mean
+    # the trajectories carry observations only (no operator): observation=None
+    run = lambda x0, y: learned_filter(forward, None, y, x0, analysis=analysis, key=key,
+                                       store_ensembles=False).forecast_mean
     return jax.vmap(run)(x0s, ys)
 
 

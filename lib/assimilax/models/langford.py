@@ -22,7 +22,10 @@ import jax.numpy as jnp
 from ._base import DynamicalModel
 
 
-def _langford_field(x, y, z, omega, alpha, beta, lam, rho, epsilon):
+def langford_field(x, y, z, omega, alpha, beta, lam, rho, epsilon):
+    r"""The Langford vector field at one rotation rate :math:`\omega` (the equations of the
+    module docstring), shared by :class:`Langford`, :class:`AugmentedLangford` and the NumPyro
+    baseline :mod:`assimilax.baselines.langford`. **Returns:** :math:`(\dot x, \dot y, \dot z)`."""
     return jnp.stack([
         (z - beta) * x - omega * y,
         omega * x + (z - beta) * y,
@@ -37,7 +40,7 @@ class Langford(DynamicalModel):
     ``rho=0.25``, ``epsilon=0.1`` (the March 5 notes' values), ``a=0`` (amplitude of the
     :math:`\omega` modulation; ``a=0`` is the autonomous system), ``period=10`` (:math:`P`, in model
     time units), ``phi=0`` (:math:`\varphi`), ``dt=0.01`` (RK4 step), ``noise_cov`` ``(3, 3)`` or
-    ``None``. State ``(x, y, z)``; :meth:`vector_field` uses :math:`\omega(t)`, so ``step(x, t)``
+    ``None``. State ``(x, y, z)``; :meth:`vector_field <assimilax.models.DynamicalModel.vector_field>` uses :math:`\omega(t)`, so ``step(x, t)``
     must receive the physical time (``assimilax.simulate`` and the filters pass it).
 
     Reference: :cite:`langford1984numerical`.
@@ -70,7 +73,7 @@ class Langford(DynamicalModel):
             jnp.cos(2.0 * jnp.pi * t1 / self.period + self.phi) - jnp.cos(2.0 * jnp.pi * t0 / self.period + self.phi))
 
     def vector_field(self, x, t=0.0):
-        return _langford_field(x[0], x[1], x[2], self.omega(t), self.alpha, self.beta, self.lam,
+        return langford_field(x[0], x[1], x[2], self.omega(t), self.alpha, self.beta, self.lam,
                                self.rho, self.epsilon)
 
     @staticmethod
@@ -114,7 +117,7 @@ class AugmentedLangford(DynamicalModel):
         return 4
 
     def vector_field(self, u, t=0.0):
-        f = _langford_field(u[0], u[1], u[2], u[3], self.alpha, self.beta, self.lam, self.rho, self.epsilon)
+        f = langford_field(u[0], u[1], u[2], u[3], self.alpha, self.beta, self.lam, self.rho, self.epsilon)
         return jnp.concatenate([f, jnp.zeros((1,), f.dtype)])
 
     @classmethod
@@ -127,4 +130,4 @@ class AugmentedLangford(DynamicalModel):
         return cls(dt=dt, noise_cov=jnp.diag(var), **params)
 
 
-__all__ = ["Langford", "AugmentedLangford"]
+__all__ = ["Langford", "AugmentedLangford", "langford_field"]

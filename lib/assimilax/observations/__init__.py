@@ -86,6 +86,14 @@ def _noise_cov(sigma_or_R, m):
     return jnp.diag(var) if full is None else full
 
 
+def noise_moments(noise, m: int, name: str = "R"):
+    """``(noise_var (m,), None)`` for independent components or ``(None, R (m, m))``, from a
+    standard deviation (scalar), per-component standard deviations ``(m,)`` or a covariance
+    ``(m, m)``: how every operator here (and :class:`~assimilax.tracking.PolarObservation`)
+    stores its noise. Refuses shapes other than these and non-positive deviations."""
+    return _noise(noise, m, name)
+
+
 class LinearObservation(ObservationOperator):
     r"""Linear observations :math:`y = H x + \eta`, :math:`\eta \sim \mathcal N(0, R)`.
 

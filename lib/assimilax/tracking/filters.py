@@ -28,9 +28,24 @@ import jax.numpy as jnp
 
 from ..models._base import DynamicalModel
 from ..models.langford import AugmentedLangford
-from ..observations import LinearObservation, ObservationOperator, _noise, _noise_cov
+from ..observations import LinearObservation, ObservationOperator, noise_moments
 from .._validation import check_covariance, check_observations, check_positive_int, check_shape
 from ._types import TrackingEstimate
+
+#: Default prior rotation rate (rad per time unit): the Langford system's :math:`\omega_0` in
+#: the March 5 notes (:class:`~assimilax.models.Langford`'s ``omega0``).
+OMEGA_GUESS = 3.5
+
+#: Phase variance (rad^2) added to the prior of :func:`phase_amplitude_prior`: a floor of about
+#: 0.22 rad standard deviation, so a first observation with a large amplitude and a small noise
+#: never gives an over-confident prior phase (the phase of the EKF state is only defined up to
+#: the noise of ``ys[0]`` and the rate uncertainty over one interval, both of which can be ~0).
+PHASE_VAR_FLOOR = 0.05
+
+#: Variance added to :math:`\sigma^2` in the priors of the amplitude (:func:`phase_amplitude_prior`)
+#: and of :math:`(x, y)` (:func:`augmented_prior`): the first observation is one noisy draw, and the
+#: state has moved by an unknown amount since the time the prior describes.
+XY_VAR_FLOOR = 0.1
 
 
 class PhaseAmplitudeModel(DynamicalModel):
@@ -67,7 +82,7 @@ class PolarObservation(ObservationOperator):
     """
 
     def __init__(self, noise, state_dim: int = 3):
-        self.noise_var, self.R_full = _noise(noise, 2)
+        self.noise_var, self.R_full = noise_moments(noise, 2)
         self.state_dim = state_dim
 
     def __call__(self, x):
@@ -87,16 +102,25 @@ def _check_ys(ys, sigma):
     return ys
 
 
-def phase_amplitude_prior(y1, obs_interval: float, sigma: float, omega_guess: float = 3.5, omega_std: float = 1.0):
-    r"""A weak Gaussian prior on :math:`(\theta_0, r_0, \omega_0)` one interval before the first
-    observation ``y1`` ``(2,)``: phase :math:`\operatorname{atan2}(y_1) - \bar\omega\Delta`, amplitude
-    :math:`|y_1|`, rate ``omega_guess``; variances widen by the rate uncertainty and the noise.
-    Returns ``(mean0 (3,), cov0 (3, 3))``."""
+def phase_amplitude_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_guess: float = OMEGA_GUESS,
+                          omega_std: float = 1.0):
+    r"""A weak Gaussian prior on :math:`(\theta_0, r_0, \omega_0)` one interval :math:`\Delta`
+    (``obs_interval``) before the first observation ``y1`` ``(2,)``: phase
+    :math:`\operatorname{atan2}(y_1) - \bar\omega\Delta`, amplitude :math:`|y_1|`, rate
+    :math:`\bar\omega` = ``omega_guess``, with variances
+
+    .. math::
+        v_\theta = \big(\sigma / \max(|y_1|, \sigma)\big)^2 + (s_\omega\Delta)^2 + v^\theta_0,\qquad
+        v_r = \sigma^2 + v^{xy}_0,\qquad v_\omega = s_\omega^2
+
+    (:math:`s_\omega` = ``omega_std``, :math:`v^\theta_0` = :data:`PHASE_VAR_FLOOR`,
+    :math:`v^{xy}_0` = :data:`XY_VAR_FLOOR`). Returns ``(mean0 (3,), cov0 (3, 3))``."""
     y1 = jnp.asarray(y1)
     r1 = jnp.hypot(y1[0], y1[1])
     mean0 = jnp.stack([jnp.arctan2(y1[1], y1[0]) - omega_guess * obs_interval, r1, jnp.asarray(omega_guess, y1.dtype)])
-    var_phase = (sigma / jnp.maximum(r1, sigma)) ** 2 + (omega_std * obs_interval) ** 2 + 0.05
-    cov0 = jnp.diag(jnp.stack([var_phase, jnp.asarray(sigma**2 + 0.1, y1.dtype), jnp.asarray(omega_std**2, y1.dtype)]))
+    var_phase = (sigma / jnp.maximum(r1, sigma)) ** 2 + (omega_std * obs_interval) ** 2 + PHASE_VAR_FLOOR
+    cov0 = jnp.diag(jnp.stack([var_phase, jnp.asarray(sigma**2 + XY_VAR_FLOOR, y1.dtype),
+                               jnp.asarray(omega_std**2, y1.dtype)]))
     return mean0, cov0
 
 
@@ -107,10 +131,10 @@ def _polar_tracks(mf):
     return phase, jnp.abs(mf[:, 1])
 
 
-def track_phase_ekf(ys, obs_interval: float, sigma: float, *, q_phase: float = 0.0, q_amp: float = 0.3,
-                    q_rate: float = 0.5, mean0=None, cov0=None, omega_guess: float = 3.5):
+def track_phase_ekf(ys, sigma: float, *, obs_interval: float, q_phase: float = 0.0, q_amp: float = 0.3,
+                    q_rate: float = 0.5, mean0=None, cov0=None, omega_guess: float = OMEGA_GUESS):
     r"""Phase/amplitude/rate EKF on observations ``ys`` ``(T, 2)`` of :math:`(x, y)` every
-    ``obs_interval`` time units with noise std ``sigma``.
+    ``obs_interval`` time units (keyword, like every tracker's time step) with noise std ``sigma``.
 
     **Returns:** ``(TrackingEstimate, GaussianFilterResult)``; the phase is that of the filtered
     point :math:`\hat r(\cos\hat\theta, \sin\hat\theta)` in :math:`(-\pi, \pi]` (so the
@@ -124,7 +148,7 @@ def track_phase_ekf(ys, obs_interval: float, sigma: float, *, q_phase: float = 0
     model = PhaseAmplitudeModel(obs_interval, q_phase, q_amp, q_rate)
     obs = PolarObservation(sigma)
     if mean0 is None or cov0 is None:
-        m, P = phase_amplitude_prior(ys[0], obs_interval, sigma, omega_guess)
+        m, P = phase_amplitude_prior(ys[0], sigma, obs_interval=obs_interval, omega_guess=omega_guess)
         mean0 = m if mean0 is None else mean0
         cov0 = P if cov0 is None else cov0
     res = extended_kalman_filter(model, obs, ys, mean0, cov0, steps_per_obs=1)
@@ -133,16 +157,17 @@ def track_phase_ekf(ys, obs_interval: float, sigma: float, *, q_phase: float = 0
     return TrackingEstimate(phase, amp, mf[:, 2], jax.vmap(obs)(mp)), res
 
 
-def augmented_prior(y1, sigma: float, *, z_mean: float = 0.8, z_std: float = 0.8, omega_guess: float = 3.5,
-                    omega_std: float = 1.0, obs_interval: float = 0.0):
+def augmented_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_guess: float = OMEGA_GUESS,
+                    omega_std: float = 1.0, z_mean: float = 0.8, z_std: float = 0.8):
     r"""Gaussian prior on :math:`(x, y, z, \omega)` near the first observation ``y1``: :math:`(x, y)`
-    is ``y1`` rotated back by :math:`\bar\omega\Delta`, with variance :math:`\sigma^2 + 0.1`; ``z``
-    and :math:`\omega` weak. Returns ``(mean0 (4,), cov0 (4, 4))``."""
+    is ``y1`` rotated back by :math:`\bar\omega\Delta`, with variance
+    :math:`\sigma^2 + v^{xy}_0 + (s_\omega\Delta)^2 |y_1|^2` (:math:`v^{xy}_0` = :data:`XY_VAR_FLOOR`);
+    ``z`` and :math:`\omega` weak. Returns ``(mean0 (4,), cov0 (4, 4))``."""
     y1 = jnp.asarray(y1)
     a = -omega_guess * obs_interval
     xy = jnp.stack([jnp.cos(a) * y1[0] - jnp.sin(a) * y1[1], jnp.sin(a) * y1[0] + jnp.cos(a) * y1[1]])
     mean0 = jnp.concatenate([xy, jnp.array([z_mean, omega_guess], dtype=y1.dtype)])
-    v_xy = sigma**2 + 0.1 + (omega_std * obs_interval) ** 2 * (y1 @ y1)
+    v_xy = sigma**2 + XY_VAR_FLOOR + (omega_std * obs_interval) ** 2 * (y1 @ y1)
     cov0 = jnp.diag(jnp.stack([v_xy, v_xy, jnp.asarray(z_std**2, y1.dtype), jnp.asarray(omega_std**2, y1.dtype)]))
     return mean0, cov0
 
@@ -162,10 +187,10 @@ def _augmented_setup(ys, sigma, steps_per_obs, dt, q_state, q_z, q_omega, mean0,
 
 
 def track_augmented_ekf(ys, sigma: float, *, steps_per_obs: int = 10, dt: float = 0.01, q_state: float = 0.01,
-                        q_z=None, q_omega: float = 0.5, mean0=None, cov0=None, omega_guess: float = 3.5, **params):
+                        q_z=None, q_omega: float = 0.5, mean0=None, cov0=None, omega_guess: float = OMEGA_GUESS, **params):
     r"""EKF on the augmented Langford state :math:`(x, y, z, \omega)` (joint state--parameter
     estimation) from observations ``ys`` ``(T, 2)`` of :math:`(x, y)` every ``steps_per_obs``
-    RK4 steps of ``dt``. ``params`` are passed to :class:`AugmentedLangford` (physical constants).
+    RK4 steps of ``dt``. ``params`` are passed to :class:`~assimilax.models.AugmentedLangford` (physical constants).
 
     **Returns:** ``(TrackingEstimate, GaussianFilterResult)``. Run in float64.
     """
@@ -181,7 +206,7 @@ def track_augmented_ekf(ys, sigma: float, *, steps_per_obs: int = 10, dt: float 
 
 def track_augmented_pf(ys, sigma: float, *, key, n_particles: int = 1000, steps_per_obs: int = 10, dt: float = 0.01,
                        q_state: float = 0.02, q_z=None, q_omega: float = 0.5, mean0=None, cov0=None,
-                       omega_guess: float = 3.5, resample_threshold: float = 0.5, **params):
+                       omega_guess: float = OMEGA_GUESS, resample_threshold: float = 0.5, **params):
     r"""Bootstrap particle filter (:func:`assimilax.filters.particle_filter`) on the augmented Langford
     model; a nonlinear reference for the EKFs. Phase and amplitude are the particle averages of
     :math:`e^{i\theta}` (circular mean) and of :math:`r`; the prediction is the forecast mean of
@@ -206,4 +231,5 @@ def track_augmented_pf(ys, sigma: float, *, key, n_particles: int = 1000, steps_
 
 
 __all__ = ["PhaseAmplitudeModel", "PolarObservation", "phase_amplitude_prior", "augmented_prior",
-           "track_phase_ekf", "track_augmented_ekf", "track_augmented_pf"]
+           "track_phase_ekf", "track_augmented_ekf", "track_augmented_pf", "OMEGA_GUESS", "PHASE_VAR_FLOOR",
+           "XY_VAR_FLOOR"]
