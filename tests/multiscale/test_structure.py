@@ -69,6 +69,10 @@ def test_conditional_gain_matches_ar1_closed_form():
     assert cg.detail_fraction == pytest.approx(detail / p.sum(), rel=0.1)
     assert cg.variance_ratio == pytest.approx(left / detail, rel=0.1)
     assert cg.gain > 0 and cg.r2_both > cg.r2_coarse
+    # per held-out trajectory: the groups partition the test pairs and agree with the pooled value
+    cgg = conditional_gain(cur, prev, h, 1, n_train=(traj // 2) * (T - 1), groups=np.repeat(np.arange(traj // 2), T - 1))
+    assert cgg.group_gain.shape == (traj // 2,) and cgg.gain == pytest.approx(cg.gain)
+    assert np.min(cgg.group_gain) <= cg.gain <= np.max(cgg.group_gain)
     # independent frames: the previous frame explains nothing (the gain is sampling noise)
     xs0 = gaussian_twin(jax.random.key(2), power, traj, T)
     cg0 = conditional_gain(xs0[:, 1:].reshape(-1, n), xs0[:, :-1].reshape(-1, n), h, 1, n_train=(traj // 2) * (T - 1))

@@ -29,7 +29,8 @@ that control is non-Gaussian structure, e.g. the flatness of its tails (:func:`t
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import functools
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -146,7 +147,8 @@ class ConditionalGain(NamedTuple):
     from :math:`x^r_t` (``r2_coarse``) and from :math:`(x^r_t, x^{r+1}_{t-1})` (``r2_both``);
     ``gain = r2_both - r2_coarse``; ``variance_ratio`` the detail variance left with the previous
     frame relative to that left without it (:math:`\le 1`, smaller = the past explains more of the
-    detail); ``detail_fraction = 1 - r2_coarse``."""
+    detail); ``detail_fraction = 1 - r2_coarse``. With ``groups``, the ``group_*`` arrays hold the
+    same quantities per held-out group (e.g. per test trajectory, for intervals); else ``None``."""
 
     r2_coarse: float
     r2_both: float
@@ -155,10 +157,30 @@ class ConditionalGain(NamedTuple):
     detail_fraction: float
     n_train: int
     n_test: int
+    group_r2_coarse: Optional[np.ndarray] = None
+    group_gain: Optional[np.ndarray] = None
+    group_variance_ratio: Optional[np.ndarray] = None
+
+
+@functools.partial(jax.jit, static_argnums=(3, 4, 5, 6, 7, 8))
+def _gain_core(z, b, y, n_train, f, m, d, k_power, ridge):
+    """Per held-out sample: weighted residual energies of both predictors and the total."""
+    S, n = z.shape[0], z.shape[-1]
+    Z = _fold(jnp.fft.fftn(z, axes=_axes(d)), f, m, d)
+    B = _fold(jnp.fft.fftn(b, axes=_axes(d)), f, m, d)
+    Y = jnp.fft.fftn(y, axes=_axes(d)).reshape(S, 1, -1)
+    w = _fold(_k_weight(n, d, k_power, z.dtype)[None], f, m, d)
+    phi_b = jnp.concatenate([Y, B], axis=1)
+    tr, te = slice(0, n_train), slice(n_train, S)
+    res = lambda pred: jnp.sum(w * jnp.abs(Z[te] - pred) ** 2, axis=(1, 2))  # noqa: E731
+    rc = res(_fit_predict(Y[tr], Z[tr], Y[te], ridge))
+    rb = res(_fit_predict(phi_b[tr], Z[tr], phi_b[te], ridge))
+    return rc, rb, jnp.sum(w * jnp.abs(Z[te]) ** 2, axis=(1, 2))
 
 
 def conditional_gain(current: Float[Array, "S n"], previous: Float[Array, "S n"], hierarchy: Hierarchy,
-                     level: int, *, n_train: int, k_power: float = 0.0, ridge: float = 1e-8) -> ConditionalGain:
+                     level: int, *, n_train: int, k_power: float = 0.0, ridge: float = 1e-8,
+                     groups: Optional[Sequence[int]] = None) -> ConditionalGain:
     r"""How much of level :math:`r+1` the previous high-resolution frame explains beyond :math:`x^r_t`.
 
     With :math:`z = x^{r+1}_t`, :math:`y = C^r z = x^r_t` and :math:`b = x^{r+1}_{t-1}`, fits the
@@ -180,8 +202,10 @@ def conditional_gain(current: Float[Array, "S n"], previous: Float[Array, "S n"]
       Use pairs from different trajectories for the two parts so that they are independent.
     - `k_power`: :math:`p`, the weight of the variance as in :func:`tail_fractions`.
     - `ridge`: relative Tikhonov regularisation of the per-fold normal equations.
+    - `groups`: optional integer label per held-out pair (length ``S - n_train``), e.g. its
+      trajectory; the result then also holds the quantities per group.
 
-    **Returns:** :class:`ConditionalGain` of Python floats.
+    **Returns:** :class:`ConditionalGain`.
     """
     if not 0 <= level < hierarchy.finest:
         raise ValueError(f"level must be in 0..{hierarchy.finest - 1}, got {level}")
@@ -193,27 +217,31 @@ def conditional_gain(current: Float[Array, "S n"], previous: Float[Array, "S n"]
     if not 1 <= int(n_train) < S:
         raise ValueError(f"n_train must be in 1..{S - 1} (S = {S} pairs), got {n_train}")
     n_train = int(n_train)
-    d = hierarchy.ndim
+    if groups is not None:
+        groups = np.asarray(groups)
+        if groups.shape != (S - n_train,):
+            raise ValueError(f"groups must have shape ({S - n_train},) (one label per held-out pair), got {groups.shape}")
     mean = jnp.mean(z[:n_train], axis=0, keepdims=True)
     z, b = z - mean, b - mean
     n, m = hierarchy.sizes[level + 1], hierarchy.sizes[level]
-    f = n // m
     y = hierarchy.coarsen(z, level)
-    Z = _fold(jnp.fft.fftn(z, axes=_axes(d)), f, m, d)
-    B = _fold(jnp.fft.fftn(b, axes=_axes(d)), f, m, d)
-    Y = jnp.fft.fftn(y, axes=_axes(d)).reshape(S, 1, -1)
-    w = _fold(_k_weight(n, d, k_power, z.dtype)[None], f, m, d)
-    tr, te = slice(0, n_train), slice(n_train, S)
-    phi_c = Y
-    phi_b = jnp.concatenate([Y, B], axis=1)
-    resid = lambda pred: float(jnp.sum(w * jnp.abs(Z[te] - pred) ** 2))  # noqa: E731
-    total = float(jnp.sum(w * jnp.abs(Z[te]) ** 2))
+    rc, rb, tot = (np.asarray(a, dtype=np.float64) for a in
+                   _gain_core(z, b, y, n_train, n // m, m, hierarchy.ndim, float(k_power), float(ridge)))
+    total = tot.sum()
     if total <= 0:
         raise ValueError("the held-out fields have no variance at this level")
-    rc = resid(_fit_predict(phi_c[tr], Z[tr], phi_c[te], ridge))
-    rb = resid(_fit_predict(phi_b[tr], Z[tr], phi_b[te], ridge))
-    r2c, r2b = 1.0 - rc / total, 1.0 - rb / total
-    return ConditionalGain(r2c, r2b, r2b - r2c, rb / rc if rc > 0 else float("nan"), rc / total, n_train, S - n_train)
+
+    def summary(sel):
+        c, bb, t = rc[sel].sum(), rb[sel].sum(), tot[sel].sum()
+        return 1.0 - c / t, 1.0 - bb / t, (bb / c if c > 0 else float("nan"))
+
+    r2c, r2b, ratio = summary(slice(None))
+    extra = (None, None, None)
+    if groups is not None:
+        per = np.array([summary(groups == g) for g in np.unique(groups)])
+        extra = (per[:, 0], per[:, 1] - per[:, 0], per[:, 2])
+    return ConditionalGain(float(r2c), float(r2b), float(r2b - r2c), float(ratio), float(1.0 - r2c), n_train,
+                           S - n_train, *extra)
 
 
 def lag_correlation(current: Float[Array, "S n"], previous: Float[Array, "S n"], *, ndim: int = 1) -> Complex[Array, " n"]:
