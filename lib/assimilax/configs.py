@@ -18,7 +18,7 @@ build their models and observation operators from these objects instead of retyp
 
 Every object is a frozen dataclass: read its fields, build the library's objects with
 ``config.model()`` and ``config.observation()``, and change a field with
-:func:`dataclasses.replace` (or :meth:`TwinExperiment.with_dim`).
+``dataclasses.replace`` (or :meth:`TwinExperiment.with_dim`).
 """
 from __future__ import annotations
 
@@ -336,7 +336,7 @@ class LangfordSetting:
 
     def observation(self, obs_std: Optional[float] = None) -> LinearObservation:
         """:math:`(x, y)` observed with noise standard deviation ``obs_std`` (default
-        :attr:`obs_std`)."""
+        ``obs_std``)."""
         return LinearObservation.partial(list(self.obs_indices), self.dim,
                                          self.obs_std if obs_std is None else obs_std)
 
