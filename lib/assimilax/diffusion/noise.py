@@ -30,7 +30,7 @@ themselves fuse into one loop:
   ARS-4x32-7 :cite:`salmon2011parallel` -- AES rounds :cite:`nist2001aes` under a Weyl key
   schedule -- of the counter (element index, 0, 0, 0): two pairs per draw. In plain XLA the AES
   S-box costs table lookups, so this kind is slower than ``"gaussian"`` there; it exists for the
-  fused CPU kernel of :mod:`assimilax._native`, which evaluates the same words with the x86
+  fused CPU kernel of :mod:`!assimilax._native`, which evaluates the same words with the x86
   AES instructions (bit for bit: ``tests/test_native.py``) and runs the ensemble score filter's
   analysis about 1.7 times faster than the XLA ``"gaussian"`` path on a 2-core CPU
   (``benchmarks/ensf_scaling.py``). ARS with 5 or more rounds passes TestU01's BigCrush
@@ -223,7 +223,7 @@ def ars4x32(key_words, counter, rounds: int = 7):
     arrays. :math:`v \leftarrow c \oplus k_0`, then ``rounds - 1`` AES rounds and a last round
     (no MixColumns) with the round keys of :func:`ars_round_keys`. ARS-5 and more rounds pass
     TestU01's BigCrush; 7 is Random123's default. This is the portable definition (table lookups);
-    the native CPU kernel of :mod:`assimilax._native` computes the same words with AES-NI.
+    the native CPU kernel of :mod:`!assimilax._native` computes the same words with AES-NI.
     **Returns:** 4-tuple of ``uint32`` arrays."""
     ks = ars_round_keys(key_words, rounds)
     shape = jnp.broadcast_shapes(*(jnp.shape(c) for c in counter))
@@ -311,7 +311,7 @@ NOISE_KINDS = tuple(sorted(_BLOCKS))
 
 
 def noise_block(kind: str) -> NoiseBlock:
-    """The :class:`NoiseBlock` for ``kind`` in :data:`NOISE_KINDS`; a clear ``ValueError``
+    """The :class:`NoiseBlock` for ``kind`` in ``NOISE_KINDS``; a clear ``ValueError``
     otherwise."""
     if kind not in _BLOCKS:
         raise ValueError(f"noise must be one of {list(NOISE_KINDS)}, got {kind!r}")

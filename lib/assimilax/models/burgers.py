@@ -30,7 +30,7 @@ class Burgers1D(DynamicalModel):
     with the nonlinear term in conservative form :math:`(u^2/2)_x`, its product formed on the
     grid and dealiased by the 2/3 rule (:math:`P_K` keeps :math:`|m| \le K = \lfloor (n-1)/3
     \rfloor` and zeroes the rest, :cite:`orszag1971elimination`). Time stepping is
-    integrating-factor RK4 (:func:`if_rk4 <assimilax.models._spectral.if_rk4>`,
+    integrating-factor RK4 (:func:`!if_rk4`,
     :cite:`kassam2005fourth`): diffusion is integrated exactly, so the step is limited by the
     advective CFL condition only. One step costs one ``rfft``/``irfft`` pair to enter and leave
     Fourier space and one pair per RK stage.

@@ -40,7 +40,7 @@ class Langford(DynamicalModel):
     ``rho=0.25``, ``epsilon=0.1`` (the March 5 notes' values), ``a=0`` (amplitude of the
     :math:`\omega` modulation; ``a=0`` is the autonomous system), ``period=10`` (:math:`P`, in model
     time units), ``phi=0`` (:math:`\varphi`), ``dt=0.01`` (RK4 step), ``noise_cov`` ``(3, 3)`` or
-    ``None``. State ``(x, y, z)``; :meth:`vector_field <assimilax.models.DynamicalModel.vector_field>` uses :math:`\omega(t)`, so ``step(x, t)``
+    ``None``. State ``(x, y, z)``; ``vector_field`` uses :math:`\omega(t)`, so ``step(x, t)``
     must receive the physical time (``assimilax.simulate`` and the filters pass it).
 
     Reference: :cite:`langford1984numerical`.

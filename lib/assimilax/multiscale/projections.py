@@ -36,13 +36,13 @@ levels.
 
 The **optimal linear lift** for a field with covariance (second-moment matrix) :math:`\Sigma` is
 the Gaussian conditional mean :math:`E[x \mid Px] = \Sigma P^\top (P \Sigma P^\top)^{-1} P x`
-(:func:`gaussian_lift_matrix`, dense). For a statistically homogeneous field (distinct
+(:func:`~assimilax.multiscale.gaussian_lift_matrix`, dense). For a statistically homogeneous field (distinct
 wavenumbers uncorrelated, power :math:`S_k = E|X_k|^2`) it acts fold by fold,
 
 .. math:: \hat X_{k_j} = \frac{f\, S_{k_j} \overline{g(k_j)}}{\sum_l S_{k_l} |g(k_l)|^2}\, Y_q ,
    :label: stationary-lift
 
-(:func:`stationary_lift_weights`, :func:`stationary_lift`): the Wiener filter of the fold, a
+(:func:`~assimilax.multiscale.stationary_lift_weights`, :func:`~assimilax.multiscale.stationary_lift`): the Wiener filter of the fold, a
 PCA of the field restricted to the hierarchy. For the spectral truncation it is zero-padding.
 """
 from __future__ import annotations

@@ -149,7 +149,7 @@ class NonlinearObservation(ObservationOperator):
     r"""Component-wise nonlinear observations :math:`y = g(x_{I}) + \eta`.
 
     ``g`` is ``"arctan"`` (as in the EnSF papers; vectorised in float32 by
-    :func:`assimilax._fastmath.arctan`), ``"cubic"`` or any callable acting
+    :func:`!assimilax._fastmath.arctan`), ``"cubic"`` or any callable acting
     element-wise; ``indices`` picks the observed components (default: all). ``noise`` is a
     standard deviation (scalar), per-component standard deviations ``(m,)`` -- both stored as
     ``noise_var`` only, ``O(m)`` memory -- or a full ``R`` ``(m, m)``.
