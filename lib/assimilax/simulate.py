@@ -24,7 +24,7 @@ class Simulation(NamedTuple):
 def propagate(model, x, n_steps: int, t0, key):
     """Advance one state ``x`` ``(d,)`` by ``n_steps`` model steps, drawing model noise when the
     model has it (the truth of :func:`simulate`). Ensembles are forecast by the filters' one
-    ensemble forecast, :func:`assimilax.filters._core.forecast_ensemble`."""
+    ensemble forecast, :func:`!assimilax.filters._core.forecast_ensemble`."""
     if model.noise_cov is None:
         return model.integrate(x, n_steps, t0)
 

@@ -8,13 +8,14 @@ from .ensf import ensemble_score_filter
 from .kalman import kalman_filter, rts_smoother
 from .localization import Locations, PeriodicGrid2D, PeriodicRing, observation_locations
 from .particle import particle_filter, systematic_resample
-from .score_filter import score_filter
+from .score_filter import PreconditionedScore, score_filter
 
 __all__ = [
     "EnsembleFilterResult",
     "GaussianFilterResult",
     "SmootherResult",
     "ScoreFilterResult",
+    "PreconditionedScore",
     "kalman_filter",
     "rts_smoother",
     "extended_kalman_filter",

@@ -61,7 +61,7 @@ class ScoreFilterResult(NamedTuple):
     """Output of :func:`~assimilax.filters.score_filter`: the fields of
     :class:`EnsembleFilterResult` (same meanings, same time convention) and ``network``, the
     trained score model of the last cycle (a
-    :class:`~assimilax.filters.score_filter.PreconditionedScore`; its ``.net`` is the learned
+    :class:`~assimilax.filters.PreconditionedScore`; its ``.net`` is the learned
     correction)."""
 
     analysis_mean: jax.Array

@@ -85,7 +85,7 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
 
     **Returns:** :class:`~assimilax.filters.ScoreFilterResult`: the fields of
     :class:`~assimilax.filters.EnsembleFilterResult` (``ess``, ``log_likelihood`` ``None``) and
-    ``network``, the :class:`PreconditionedScore` of the last cycle (its ``.net`` is the trained
+    ``network``, the :class:`~assimilax.filters.PreconditionedScore` of the last cycle (its ``.net`` is the trained
     correction, e.g. the ``network=`` of a next run).
     """
     check_model_observation(model, observation)

@@ -49,7 +49,7 @@ def learned_filter(forward, observation, ys, ensemble0, *, analysis, key, residu
     - ``forward``: callable ``F(x (d,)) -> (d,)`` (e.g. :class:`~assimilax.learned.StencilForward`)
       or a :class:`~assimilax.models.DynamicalModel` (run ``steps_per_obs`` steps; with
       ``model_noise`` its noise is drawn by the filters' ensemble forecast,
-      :func:`assimilax.filters._core.forecast_ensemble`).
+      :func:`!assimilax.filters._core.forecast_ensemble`).
     - ``observation``: the observation operator that produced ``ys`` (``state_dim = d``,
       ``obs_dim = m``), against which ``ys`` and ``ensemble0`` are checked; the analysis is
       ``analysis``, which sees only ``y``. ``None`` only where no operator exists (the

@@ -113,8 +113,8 @@ def phase_amplitude_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_
         v_\theta = \big(\sigma / \max(|y_1|, \sigma)\big)^2 + (s_\omega\Delta)^2 + v^\theta_0,\qquad
         v_r = \sigma^2 + v^{xy}_0,\qquad v_\omega = s_\omega^2
 
-    (:math:`s_\omega` = ``omega_std``, :math:`v^\theta_0` = :data:`PHASE_VAR_FLOOR`,
-    :math:`v^{xy}_0` = :data:`XY_VAR_FLOOR`). Returns ``(mean0 (3,), cov0 (3, 3))``."""
+    (:math:`s_\omega` = ``omega_std``, :math:`v^\theta_0` = ``PHASE_VAR_FLOOR``,
+    :math:`v^{xy}_0` = ``XY_VAR_FLOOR``). Returns ``(mean0 (3,), cov0 (3, 3))``."""
     y1 = jnp.asarray(y1)
     r1 = jnp.hypot(y1[0], y1[1])
     mean0 = jnp.stack([jnp.arctan2(y1[1], y1[0]) - omega_guess * obs_interval, r1, jnp.asarray(omega_guess, y1.dtype)])
@@ -161,7 +161,7 @@ def augmented_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_guess:
                     omega_std: float = 1.0, z_mean: float = 0.8, z_std: float = 0.8):
     r"""Gaussian prior on :math:`(x, y, z, \omega)` near the first observation ``y1``: :math:`(x, y)`
     is ``y1`` rotated back by :math:`\bar\omega\Delta`, with variance
-    :math:`\sigma^2 + v^{xy}_0 + (s_\omega\Delta)^2 |y_1|^2` (:math:`v^{xy}_0` = :data:`XY_VAR_FLOOR`);
+    :math:`\sigma^2 + v^{xy}_0 + (s_\omega\Delta)^2 |y_1|^2` (:math:`v^{xy}_0` = ``XY_VAR_FLOOR``);
     ``z`` and :math:`\omega` weak. Returns ``(mean0 (4,), cov0 (4, 4))``."""
     y1 = jnp.asarray(y1)
     a = -omega_guess * obs_interval
