@@ -13,11 +13,12 @@ Setting (the arctan case of ``benchmarks/peers.py``): F = 8, RK4 dt = 0.01, 10 s
 localisation radius 8 (Gaspari--Cohn cut-off :math:`2 \cdot 1.82 \cdot 8 = 29.1` sites, so
 :math:`k = 59` observations per grid point once :math:`d > 59`), float64, one compute thread
 (``peers.THREAD_ENV``). Truth: spin-up of 1,000 steps from :math:`8 + \mathcal N(0, I)`, the
-ensemble :math:`x_0 + \mathcal N(0, I)`. Timing: every configuration is compiled by a first call,
-then ``--repeats`` warm calls (``jax.block_until_ready``); ``seconds_per_cycle`` is the median warm
-time / cycles and ``seconds_per_cycle_runs`` lists every run. The new and the dense implementation
-run in the same process, interleaved, on the same truth, ensemble and key, so their ratio is
-measured under the same load.
+ensemble :math:`x_0 + \mathcal N(0, I)`. Timing: every configuration (each dimension, new and dense
+code) is compiled by a first call, then ``--repeats`` rounds of warm calls
+(``jax.block_until_ready``) each of which runs every configuration once, interleaved, so that all
+ratios (new/dense, d = 10^4 / d = 100) are measured under the same load of this shared machine;
+``seconds_per_cycle`` is the median warm time / cycles and ``seconds_per_cycle_runs`` lists every
+run. The new and the dense implementation see the same truth, ensemble and key.
 
 Records (``problem`` :data:`PROBLEM`, ``method="LETKF"`` for the current code and
 ``method="LETKF (dense taper, 82f5fc5)"`` for the old one, ``library="assimilax"``, ``dim``; the
@@ -119,7 +120,7 @@ def run_scaling(dims, repeats, dense_max_dim=DENSE_MAX_DIM):
 
     a = peers.arctan_plan()
     dense = load_dense_implementation()
-    records = []
+    runs = []  # (d, method, fn, truth, cycles)
     for d in dims:
         cycles = CYCLES.get(d, max(3, int(60_000 / d)))
         model, truth, ys, E0 = arctan_problem(d, cycles)
@@ -129,32 +130,36 @@ def run_scaling(dims, repeats, dense_max_dim=DENSE_MAX_DIM):
         impls = [(METHOD, ensemble_kalman_filter)]
         if d <= dense_max_dim:
             impls.append((METHOD_DENSE, dense.ensemble_kalman_filter))
-        outs, firsts, warms = {}, {}, {m: [] for m, _ in impls}
         for m, f in impls:
-            outs[m], firsts[m], _ = _time(lambda f=f: f(model, obs, ys, E0, **kw).analysis_mean, 0)
-        for _ in range(repeats):  # interleaved warm runs: the same load for both
-            for m, f in impls:
-                t0 = time.perf_counter()
-                jax.block_until_ready(f(model, obs, ys, E0, **kw).analysis_mean)
-                warms[m].append(time.perf_counter() - t0)
-        last = slice(-min(a["last"], cycles // 3 or 1), None)
-        for m, _ in impls:
-            err = np.sqrt(np.mean((np.asarray(outs[m]) - truth) ** 2, axis=-1))
-            spc = statistics.median(warms[m]) / cycles
-            rec = dict(problem=PROBLEM, method=m, library="assimilax", dim=int(d), seeds=[0],
-                       rmse=float(np.mean(err[last])), n_cycles=cycles, n_averaged=len(err[last]),
-                       seconds_per_cycle=spc, seconds_per_grid_point=spc / d,
-                       seconds_per_cycle_runs=[w / cycles for w in warms[m]], seconds_total=firsts[m],
-                       letkf_scaling=True,
-                       config=f"ensemble_kalman_filter(N={a['N']}, steps_per_obs={a['dko']}, inflation={a['infl']}, "
-                              f"localization_radius={a['loc_rad']}), NonlinearObservation('arctan', {d}, "
-                              f"{a['sigma_obs']}), float64, 1 thread")
-            if m == METHOD_DENSE:
-                rec["max_abs_diff_to_new"] = float(np.max(np.abs(np.asarray(outs[m]) - np.asarray(outs[METHOD]))))
-            records.append(rec)
-            peers._log(f"d={d} {m}: {spc * 1e3:.3f} ms/cycle = {spc / d * 1e6:.1f} µs per grid point per cycle "
-                       f"(runs {', '.join(f'{w / cycles * 1e3:.3f}' for w in warms[m])} ms), "
-                       f"rmse {rec['rmse']:.4f}, first call {firsts[m]:.1f} s")
+            runs.append((d, m, (lambda f=f, model=model, obs=obs, ys=ys, E0=E0, kw=kw:
+                                f(model, obs, ys, E0, **kw).analysis_mean), truth, cycles))
+    outs, firsts, warms = {}, {}, {(d, m): [] for d, m, *_ in runs}
+    for d, m, fn, _, _ in runs:  # compile every configuration first
+        outs[(d, m)], firsts[(d, m)], _ = _time(fn, 0)
+    for _ in range(repeats):  # then interleave the warm runs: every configuration sees the same load
+        for d, m, fn, _, _ in runs:
+            t0 = time.perf_counter()
+            jax.block_until_ready(fn())
+            warms[(d, m)].append(time.perf_counter() - t0)
+    records = []
+    for d, m, _, truth, cycles in runs:
+        last = slice(-min(a["last"], max(1, cycles // 3)), None)
+        err = np.sqrt(np.mean((np.asarray(outs[(d, m)]) - truth) ** 2, axis=-1))
+        spc = statistics.median(warms[(d, m)]) / cycles
+        rec = dict(problem=PROBLEM, method=m, library="assimilax", dim=int(d), seeds=[0],
+                   rmse=float(np.mean(err[last])), n_cycles=cycles, n_averaged=len(err[last]),
+                   seconds_per_cycle=spc, seconds_per_grid_point=spc / d,
+                   seconds_per_cycle_runs=[w / cycles for w in warms[(d, m)]], seconds_total=firsts[(d, m)],
+                   letkf_scaling=True,
+                   config=f"ensemble_kalman_filter(N={a['N']}, steps_per_obs={a['dko']}, inflation={a['infl']}, "
+                          f"localization_radius={a['loc_rad']}), NonlinearObservation('arctan', {d}, "
+                          f"{a['sigma_obs']}), float64, 1 thread")
+        if m == METHOD_DENSE:
+            rec["max_abs_diff_to_new"] = float(np.max(np.abs(np.asarray(outs[(d, m)]) - np.asarray(outs[(d, METHOD)]))))
+        records.append(rec)
+        peers._log(f"d={d} {m}: {spc * 1e3:.3f} ms/cycle = {spc / d * 1e6:.1f} µs per grid point per cycle "
+                   f"(runs {', '.join(f'{w / cycles * 1e3:.3f}' for w in warms[(d, m)])} ms), "
+                   f"rmse {rec['rmse']:.4f}, first call {firsts[(d, m)]:.1f} s")
     return records
 
 
