@@ -219,9 +219,9 @@ def ensemble_kalman_filter(
     (:class:`~assimilax.observations.LinearObservation`) or ``.indices`` (nonlinear operators),
     :func:`~assimilax.filters.localization.observation_locations`. The grid points are processed
     in batches (``vmap``; ``lax.map`` over batches when the gathered blocks would exceed
-    :data:`LOCAL_BATCH_BYTES`). A traced ``localization_radius`` (e.g. under ``vmap`` over radii)
-    cannot choose the neighbour sets: every observation is then gathered for every grid point
-    (the same numbers, at the cost :math:`O(d\, m N^2)`).
+    ``assimilax.filters.enkf.LOCAL_BATCH_BYTES``, 32 MiB). A traced ``localization_radius`` (e.g.
+    under ``vmap`` over radii) cannot choose the neighbour sets: every observation is then
+    gathered for every grid point (the same numbers, at the cost :math:`O(d\, m N^2)`).
 
     *Whitening.* A diagonal :math:`R` (``observation.noise_var``, or a concrete ``R`` with zero
     off-diagonal entries) is whitened as a vector, :math:`Y_s = Y \operatorname{diag}(1/\sigma)`,

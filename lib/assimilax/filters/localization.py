@@ -12,7 +12,7 @@ exactly zero beyond :math:`2c`, so the local analysis at grid point :math:`i`
 .. math:: \mathcal J_i = \{\, j : \operatorname{dist}(x_i, o_j) \le 2c \,\}.
 
 :meth:`Geometry.local_observations` gathers :math:`\mathcal J_i` for every :math:`i` at once, in
-NumPy and outside any ``jit`` (a periodic k-d tree, :class:`scipy.spatial.cKDTree`, so the cost is
+NumPy and outside any ``jit`` (a periodic k-d tree, ``scipy.spatial.cKDTree``, so the cost is
 about :math:`O((d + m)\log m + d\,k)`), as a padded index array ``(d, k_max)`` with a validity
 mask and the distances: this is done once per geometry and observation layout, not per cycle.
 The geometry is injected into :func:`~assimilax.filters.ensemble_kalman_filter` through its
