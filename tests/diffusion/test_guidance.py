@@ -76,3 +76,28 @@ def test_dps_gradient_closed_form():
     g = (y[None] - x0 @ H.T) @ np.linalg.inv(R) @ H @ J
     want = -(np.asarray(x) - a * m0[None]) @ np.linalg.inv(Ct) + g
     np.testing.assert_allclose(score(x, t), want, rtol=1e-8, atol=1e-10)
+
+
+def test_damped_guidance_is_prior_plus_damped_gaussian_likelihood_score():
+    """At t = 0 (h = 1) with a Gaussian prior score and a linear-Gaussian likelihood, the damped
+    posterior score is the exact posterior score -P^{-1}(x - m) + H^T R^{-1}(y - H x) (NumPy);
+    at t = 1 the default damping 1 - t leaves the prior score alone."""
+    from assimilax.diffusion import damped_guidance, gaussian_likelihood_score
+    from assimilax.observations import LinearObservation
+
+    rng = np.random.default_rng(0)
+    d, m = 3, 2
+    Lp = rng.normal(size=(d, d))
+    P = Lp @ Lp.T + d * np.eye(d)
+    mean = rng.normal(size=d)
+    H = rng.normal(size=(m, d))
+    R = np.diag([0.3, 0.7])
+    obs = LinearObservation(jnp.asarray(H), jnp.asarray(R))
+    y = rng.normal(size=m)
+    x = rng.normal(size=(5, d))
+    Pinv = np.linalg.inv(P)
+    prior = lambda x, t: -(x - jnp.asarray(mean)[None, :]) @ jnp.asarray(Pinv)
+    score = damped_guidance(prior, gaussian_likelihood_score(obs, jnp.asarray(y)))
+    exact = -(x - mean) @ Pinv + (y - x @ H.T) @ np.linalg.inv(R) @ H
+    np.testing.assert_allclose(np.asarray(score(jnp.asarray(x), 0.0)), exact, rtol=1e-10)
+    np.testing.assert_allclose(np.asarray(score(jnp.asarray(x), 1.0)), -(x - mean) @ Pinv, rtol=1e-10)

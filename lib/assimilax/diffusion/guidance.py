@@ -68,7 +68,20 @@ def gaussian_likelihood_score(observation, y, precision=None):
 
 
 def damped_guidance(prior_score, lik_score, damping=linear_damping):
-    r"""``score(x, t) = prior_score(x, t) + h(t) * lik_score(x)``."""
+    r"""The damped posterior score of the score filters :cite:`bao2024score,bao2024ensemble`,
+
+    .. math:: s(x, t \mid y) = s(x, t) + h(t)\,\nabla_x \log p(y \mid x),
+
+    used by both :func:`~assimilax.filters.ensemble_score_filter` (with the ensemble's mixture
+    or per-member prior score) and :func:`~assimilax.filters.score_filter` (with the trained
+    network's score).
+
+    **Arguments:** ``prior_score(x (n, d), t) -> (n, d)``; ``lik_score(x (n, d)) -> (n, d)``
+    (e.g. :func:`gaussian_likelihood_score`); ``damping`` :math:`h(t)`, default
+    :func:`linear_damping` :math:`1 - t`.
+
+    **Returns:** ``score(x (n, d), t) -> (n, d)``.
+    """
 
     def score(x, t):
         return prior_score(x, t) + damping(t) * lik_score(x)

@@ -30,4 +30,5 @@ __all__ = [
     "systematic_resample",
     "ensemble_score_filter",
     "score_filter",
+    "PreconditionedScore",
 ]

@@ -16,7 +16,7 @@ filter, smoother and sampler): a filter module imports from here, never from ano
   :math:`t_0 = k \cdot \text{steps\_per\_obs} \cdot \Delta t`, assimilates ``ys[k]`` and gets
   the key ``jax.random.split(key, T)[k]``.
 - The spread of a weighted ensemble, :func:`weighted_mean_and_spread` (equal to
-  :func:`assimilax._ensemble.mean_and_spread` for equal weights).
+  :func:`!assimilax._ensemble.mean_and_spread` for equal weights).
 
 The damped posterior score of the score filters is
 :func:`assimilax.diffusion.damped_guidance` (shared by :func:`~assimilax.filters.ensemble_score_filter`
@@ -200,7 +200,7 @@ def weighted_mean_and_spread(E: Float[Array, "N d"], w: Float[Array, " N"]):
 
     the unbiased ("reliability weights") variance averaged over components before the square
     root. For :math:`w_j = 1/N` it is exactly the :math:`N-1` variance of
-    :func:`assimilax._ensemble.mean_and_spread`; :math:`1/\sum_j w_j^2` is the effective sample
+    :func:`!assimilax._ensemble.mean_and_spread`; :math:`1/\sum_j w_j^2` is the effective sample
     size, so the correction :math:`1/(1 - 1/\mathrm{ESS})` plays the role of :math:`N/(N-1)`.
     When one particle holds all the mass (:math:`\sum_j w_j^2 = 1`) the spread is 0, as for a
     single member.

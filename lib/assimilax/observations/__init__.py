@@ -179,4 +179,4 @@ class NonlinearObservation(ObservationOperator):
         return self.fn(x if self.all_components else x[..., self.indices])
 
 
-__all__ = ["ObservationOperator", "LinearObservation", "NonlinearObservation"]
+__all__ = ["ObservationOperator", "LinearObservation", "NonlinearObservation", "noise_moments"]
