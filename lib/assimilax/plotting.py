@@ -112,7 +112,7 @@ def pooled_rank_frequencies(counts, max_bins: int = 21):
     r"""Rank-histogram counts pooled into at most ``max_bins`` bins, relative to uniform.
 
     The :math:`N + 1` possible ranks of the truth within an :math:`N`-member ensemble are split
-    into :math:`B = \min(N + 1, \texttt{max\_bins})` consecutive groups at the rounded edges
+    into :math:`B = \min(N + 1, b)` (:math:`b` = ``max_bins``) consecutive groups at the rounded edges
     :math:`\operatorname{round}(b (N + 1) / B)`, :math:`b = 0, \dots, B`; each group's mean count
     is divided by the mean over groups, so a calibrated ensemble gives 1 everywhere.
 
