@@ -17,9 +17,13 @@ class FilterDivergenceError(FloatingPointError):
 
 
 def is_concrete(x) -> bool:
-    """True when ``x`` holds actual values (not an abstract tracer)."""
+    """True when ``x`` holds actual values that this process can read: not an abstract tracer,
+    and not an array sharded over devices of other processes (multi-process runs: each process
+    sees only its own shards, so value checks are skipped there; replicated arrays are read)."""
     leaves = jax.tree_util.tree_leaves(x)
-    return all(not isinstance(leaf, jax.core.Tracer) for leaf in leaves)
+    return all(not isinstance(leaf, jax.core.Tracer)
+               and (getattr(leaf, "is_fully_addressable", True) or getattr(leaf, "is_fully_replicated", False))
+               for leaf in leaves)
 
 
 def check_shape(x, expected: tuple, name: str) -> None:
