@@ -84,3 +84,10 @@ def test_weighted_spread_is_the_unbiased_weighted_variance():
     # all the mass on one particle: a single member, spread 0 (not nan)
     _, s1 = weighted_mean_and_spread(E, jnp.zeros(9).at[3].set(1.0))
     assert float(s1) == 0.0
+    # collapsed weights (1 - max w < 1e-10): no unbiasing factor (DAPPER's avoid_pathological)
+    wc = np.full(9, 1e-12 / 8)
+    wc[3] = 1 - 1e-12
+    _, sc = weighted_mean_and_spread(E, jnp.asarray(wc))
+    mc = (wc[:, None] * En).sum(0)
+    np.testing.assert_allclose(float(sc), np.sqrt((wc[:, None] * (En - mc) ** 2).sum(0).mean()), rtol=1e-6)
+    assert float(sc) < 1e-5

@@ -40,6 +40,10 @@ LOG_2PI = float(np.log(2.0 * np.pi))
 #: (:func:`forecast_ensemble`): 2^18 elements, 1 MiB per float32 buffer.
 FORECAST_BATCH_ELEMENTS = 2**18
 
+#: Weights with :math:`1 - \max_j w_j` below this have collapsed onto one particle
+#: (:func:`weighted_mean_and_spread`; DAPPER's ``weight_degeneracy`` tolerance).
+DEGENERATE_WEIGHT_TOL = 1e-10
+
 
 # ----------------------------------------------------------------------------- input checks
 def check_model_observation(model, observation) -> None:
@@ -196,25 +200,29 @@ def weighted_mean_and_spread(E: Float[Array, "N d"], w: Float[Array, " N"]):
 
     .. math::
         \bar x = \sum_j w_j x_j, \qquad
-        \text{spread} = \sqrt{\frac1d \sum_i \frac{\sum_j w_j (x_{ji} - \bar x_i)^2}{1 - \sum_j w_j^2}},
+        \text{spread} = \sqrt{\frac{u}{d} \sum_i \sum_j w_j (x_{ji} - \bar x_i)^2},\qquad
+        u = \frac{1}{1 - \sum_j w_j^2},
 
     the unbiased ("reliability weights") variance averaged over components before the square
-    root. For :math:`w_j = 1/N` it is exactly the :math:`N-1` variance of
-    :func:`!assimilax._ensemble.mean_and_spread`; :math:`1/\sum_j w_j^2` is the effective sample
-    size, so the correction :math:`1/(1 - 1/\mathrm{ESS})` plays the role of :math:`N/(N-1)`.
-    When one particle holds all the mass (:math:`\sum_j w_j^2 = 1`) the spread is 0, as for a
-    single member.
+    root. For :math:`w_j = 1/N`, :math:`u = N/(N-1)`: exactly the :math:`N-1` variance of
+    :func:`!assimilax._ensemble.mean_and_spread` that every other filter reports
+    (:math:`1/\sum_j w_j^2` is the effective sample size, so :math:`u = \mathrm{ESS}/(\mathrm{ESS}-1)`).
+    When the weights have collapsed, :math:`1 - \max_j w_j < 10^{-10}`, :math:`u = 1` (the
+    weighted variance itself, about 0), DAPPER's ``unbias_var(w, avoid_pathological=True)``
+    :cite:`raanes2024dapper`: there :math:`u` would divide a vanishing numerator by a vanishing
+    :math:`1 - \sum_j w_j^2`.
 
     **Returns:** ``(mean (d,), spread ())``.
     """
     mean = w @ E
     A = E - mean[None, :]
-    biased = jnp.mean(w @ (A * A))
+    weighted = jnp.mean(w @ (A * A))
     denom = 1.0 - jnp.sum(w * w)
-    ok = denom > 0
-    return mean, jnp.where(ok, jnp.sqrt(biased / jnp.where(ok, denom, 1.0)), 0.0)
+    collapsed = (1.0 - jnp.max(w)) < DEGENERATE_WEIGHT_TOL
+    unbias = jnp.where(collapsed, 1.0, 1.0 / jnp.where(collapsed, 1.0, denom))
+    return mean, jnp.sqrt(weighted * unbias)
 
 
 __all__ = ["check_model_observation", "check_gaussian_inputs", "check_inflation", "symmetrize", "gaussian_update",
            "forecast_ensemble", "CycleInput", "scan_cycles", "weighted_mean_and_spread", "LOG_2PI",
-           "FORECAST_BATCH_ELEMENTS"]
+           "FORECAST_BATCH_ELEMENTS", "DEGENERATE_WEIGHT_TOL"]

@@ -73,7 +73,9 @@ def particle_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: in
     :math:`\sqrt{\tfrac1d\sum_i \sum_j w_j (x_{ji}-\bar x_i)^2 / (1 - \sum_j w_j^2)}`, the unbiased
     weighted variance (:func:`!assimilax.filters._core.weighted_mean_and_spread`): with equal
     weights it is the :math:`N-1` variance that every other filter reports, so the spreads of
-    all filters are comparable; ``ensembles`` ``(T, N, d)`` holds an equally weighted systematic resample of
+    all filters are comparable (as DAPPER, the factor :math:`1/(1 - \sum_j w_j^2)` is dropped
+    when the weights have collapsed onto one particle); ``ensembles`` ``(T, N, d)`` holds an
+    equally weighted systematic resample of
     each analysis (the carried particles themselves when they were resampled); ``ess`` ``(T,)``
     the ESS before resampling. Works in float32; float64 is safer for the log-likelihood.
 
