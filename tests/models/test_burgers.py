@@ -195,3 +195,16 @@ def test_bad_initial_condition_arguments_refused():
         m.random_initial_condition(jax.random.PRNGKey(0), max_wavenumber=m.cutoff + 1)
     with pytest.raises(ValueError, match="n_waves"):
         m.random_initial_condition(jax.random.PRNGKey(0), n_waves=0)
+
+
+def test_integrate_and_trajectory_equal_repeated_steps():
+    m = Burgers1D(n=32, nu=0.1)
+    u0 = m.random_initial_condition(jax.random.PRNGKey(5), dtype=jnp.float64)
+    u = u0
+    for _ in range(9):
+        u = m.step(u)
+    np.testing.assert_allclose(m.integrate(u0, 9), u, atol=1e-13)
+    traj = m.trajectory(u0, 9)
+    assert traj.shape == (10, 32)
+    np.testing.assert_array_equal(traj[0], u0)
+    np.testing.assert_allclose(traj[-1], u, atol=1e-13)

@@ -235,3 +235,17 @@ def test_random_initial_condition_without_x64_at_large_n():
         assert w.dtype == jnp.float32 and np.all(np.isfinite(np.asarray(w)))
         u, v = m.velocity(w)
         assert 0.5 * float(jnp.mean(u ** 2 + v ** 2)) == pytest.approx(2.0, rel=1e-4)
+
+
+def test_integrate_and_trajectory_equal_repeated_steps():
+    m = Kraichnan2D(n=16, nu=1e-2, forcing_wavenumber=2, dt=0.02)
+    w0 = m.random_initial_condition(jax.random.PRNGKey(5), k0=2.0, dtype=jnp.float64)
+    w = w0
+    for _ in range(7):
+        w = m.step(w)
+    np.testing.assert_allclose(m.integrate(w0, 7), w, atol=1e-12)
+    traj = m.trajectory(w0, 7)
+    assert traj.shape == (8, 256)
+    np.testing.assert_array_equal(traj[0], w0)
+    np.testing.assert_allclose(traj[-1], w, atol=1e-12)
+    np.testing.assert_allclose(m.from_spectral(m.step_spectral(m.to_spectral(w0))), m.step(w0), atol=1e-14)
