@@ -26,6 +26,7 @@ import argparse
 import datetime as _dt
 import functools
 import os
+import platform
 import statistics
 import sys
 import time
@@ -241,7 +242,9 @@ def main(argv=None):
     from . import peers
 
     stamp = dict(mode="full" if args.cycles == 1000 else f"Ko={args.cycles}", threads=1, machine=_machine(),
-                 versions=", ".join(f"{p} {version(p)}" for p in ("assimilax", "jax", "numpy", "dapper")),
+                 versions=", ".join([f"Python {platform.python_version()}"]
+                                    + [f"{p} {version(p)}" for p in ("assimilax", "jax", "numpy", "scipy", "dapper",
+                                                                    "dynamax", "filterpy")]),
                  date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     common = dict(problem=PROBLEM, method=METHOD, dim=40, seeds=list(SEEDS), published_rmse=PUBLISHED_RMSE,
                   n_cycles=n_an, n_averaged=int(masko.sum()), **stamp)
