@@ -16,7 +16,7 @@ of the fine wavenumbers :math:`k_j = q + jm` (:math:`j = 0..f-1`) onto the coars
 .. math:: Y_q = \frac1f \sum_{j=0}^{f-1} g(k_j)\, X_{k_j},
    \qquad g_{\rm block}(k) = \frac1f \sum_{s=0}^{f-1} e^{2\pi i k s/n},
    \qquad g_{\rm spectral}(k) = \mathbf 1\{|k| < m/2\} + \mathbf 1\{|k| = m/2\},
-   :label: fold
+   :label: ms-fold
 
 per axis (a tensor product in 2-D). Their default lifts are right inverses,
 :math:`P L = I`: the piecewise-constant lift for blocks, zero-padding for the spectral
@@ -31,7 +31,7 @@ coarse-resolvable fields.
 Restrictions nest: :math:`P^r = C^r P^{r+1}` with :math:`C^r` the same restriction from level
 :math:`r+1` to :math:`r`, so that :math:`x^{r_0}` is a function of :math:`x^{r}` for every
 :math:`r \ge r_0` and :math:`p(x^R \mid x^{r_0}) = \prod_{r=r_0}^{R-1} p(x^{r+1} \mid x^{r})`
-(the factorisation behind iterative refinement across resolutions). :class:`Hierarchy` holds the
+(the factorisation behind iterative refinement across resolutions). :class:`~assimilax.multiscale.Hierarchy` holds the
 levels.
 
 The **optimal linear lift** for a field with covariance (second-moment matrix) :math:`\Sigma` is
@@ -40,7 +40,7 @@ the Gaussian conditional mean :math:`E[x \mid Px] = \Sigma P^\top (P \Sigma P^\t
 wavenumbers uncorrelated, power :math:`S_k = E|X_k|^2`) it acts fold by fold,
 
 .. math:: \hat X_{k_j} = \frac{f\, S_{k_j} \overline{g(k_j)}}{\sum_l S_{k_l} |g(k_l)|^2}\, Y_q ,
-   :label: stationary-lift
+   :label: ms-stationary-lift
 
 (:func:`~assimilax.multiscale.stationary_lift_weights`, :func:`~assimilax.multiscale.stationary_lift`): the Wiener filter of the fold, a
 PCA of the field restricted to the hierarchy. For the spectral truncation it is zero-padding.
@@ -82,7 +82,7 @@ def _check_grid(shape: tuple, factor: int, ndim: int, name: str) -> int:
 
 
 def transfer_function(n: int, factor: int, kind: str) -> Complex[Array, " n"]:
-    r"""The per-axis transfer function :math:`g(k)` of :eq:`fold` at the fine wavenumbers
+    r"""The per-axis transfer function :math:`g(k)` of :eq:`ms-fold` at the fine wavenumbers
     :math:`k = 0..n-1` (DFT order), shape ``(n,)``, complex.
 
     **Arguments:** `n` fine points per axis, `factor` the coarsening factor (divides `n`),
@@ -149,7 +149,7 @@ def restrict(x: Float[Array, "*batch n"], factor: int, *, kind: str = "spectral"
 
     - `x`: shape ``(..., n)`` (``ndim=1``) or ``(..., n, n)`` (``ndim=2``), real; batch axes in front.
     - `factor`: :math:`f`, dividing :math:`n`; the result has :math:`m = n/f` points per axis.
-    - `kind`: ``"block"`` (block averages) or ``"spectral"`` (Fourier truncation, :eq:`fold`).
+    - `kind`: ``"block"`` (block averages) or ``"spectral"`` (Fourier truncation, :eq:`ms-fold`).
     - `ndim`: number of trailing spatial axes (1 or 2).
 
     **Returns:** shape ``(..., m)`` or ``(..., m, m)``.
@@ -244,7 +244,7 @@ def mean_power(samples: Float[Array, "*batch n"], *, ndim: int = 1) -> Float[Arr
 
 def stationary_lift_weights(power: Float[Array, " n"], factor: int, *, kind: str = "spectral",
                             ndim: int = 1) -> Complex[Array, " n"]:
-    r"""Fold weights of the optimal linear lift :eq:`stationary-lift` of a homogeneous field.
+    r"""Fold weights of the optimal linear lift :eq:`ms-stationary-lift` of a homogeneous field.
 
     **Arguments:**
 

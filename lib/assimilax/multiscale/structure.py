@@ -1,7 +1,7 @@
 r"""How much high-resolution structure a field has: tail energies, conditional explained variance
 across resolution levels, and a Gaussian control with the same second-order statistics.
 
-For a hierarchy :math:`P^r` (:class:`~assimilax.multiscale.projections.Hierarchy`) and fields
+For a hierarchy :math:`P^r` (:class:`~assimilax.multiscale.Hierarchy`) and fields
 :math:`x` at the finest level,
 
 - the **tail** at level :math:`r` is :math:`x - L^r P^r x` with :math:`L^r` the optimal linear lift
@@ -9,11 +9,11 @@ For a hierarchy :math:`P^r` (:class:`~assimilax.multiscale.projections.Hierarchy
   :math:`E_r = E \sum_k |k|^{2p} |\widehat{(x - L^rP^rx)}_k|^2` relative to that of :math:`x` is
   the fraction of energy (:math:`p = 0` for a velocity, :math:`p = -1` for a 2-D vorticity) or of
   enstrophy (:math:`p = 1` for a 1-D velocity, :math:`p = 0` for a vorticity) that level :math:`r`
-  cannot represent (:func:`tail_fractions`);
+  cannot represent (:func:`~assimilax.multiscale.tail_fractions`);
 - the **conditional explained variance** of level :math:`r+1` (the May 7 notes' conditioning
   :math:`p(x^{r+1}_t \mid x^r_t, x^{r+1}_{t-1})`) compares the best linear predictors of
   :math:`x^{r+1}_t` from :math:`x^r_t` alone and from :math:`(x^r_t, x^{r+1}_{t-1})`, fitted on
-  training pairs and scored on held-out ones (:func:`conditional_gain`).
+  training pairs and scored on held-out ones (:func:`~assimilax.multiscale.conditional_gain`).
 
 Both use the statistical homogeneity of the fields (periodic domain, statistics invariant under
 shifts): the optimal linear predictor then commutes with the coarse shifts and acts on each fold
@@ -22,8 +22,8 @@ regressions are small (one per fold, :math:`1 + f^d` complex features) and well 
 hundred samples, where a dense regression on :math:`n^d` pixels would not be.
 
 Second-order quantities are, by construction, the same for a Gaussian field with the same power
-spectrum and lag-one covariance (:func:`gaussian_twin`); what separates a multiscale field from
-that control is non-Gaussian structure, e.g. the flatness of its tails (:func:`tail_flatness`):
+spectrum and lag-one covariance (:func:`~assimilax.multiscale.gaussian_twin`); what separates a multiscale field from
+that control is non-Gaussian structure, e.g. the flatness of its tails (:func:`~assimilax.multiscale.tail_flatness`):
 :math:`3` for any Gaussian field, larger for intermittent ones (shocks, vortices)
 :cite:`bec2007burgers,boffetta2012two`.
 """
