@@ -116,7 +116,7 @@ MAPPING = [
     "Initial conditions: assimilax draws its ensemble from DAPPER's `HMM.X0` "
     "($\\mathcal N(x_0, 2I)$ on L63, $\\mathcal N(x_0, 0.001 I)$ on L96) with a JAX key; the EKF "
     "starts from its mean and covariance.",
-    "`ExtKF(infl=λ)` ↔ `extended_kalman_filter(inflation=λ)`: both multiply the forecast "
+    "`ExtKF(infl=λ)` ↔ `extended_kalman_filter(inflation_rate=λ)`: both multiply the forecast "
     "covariance by $\\lambda^{\\Delta t}$ at each model step (λ is per unit time; 180 over one cycle of 0.25 "
     "time units is a factor 3.66).",
     "`EnKF(..., infl=λ)` / `LETKF(infl=λ)` ↔ `inflation=λ`: both multiply the anomalies by λ "
