@@ -77,6 +77,27 @@ class DynamicalModel(eqx.Module):
         _, xs = jax.lax.scan(body, x0, jnp.arange(n_steps))
         return jnp.concatenate([x0[None], xs], axis=0)
 
+    def snapshots(self, x0, n_frames: int, steps_per_frame: int, t0=0.0):
+        r"""Deterministic states every ``steps_per_frame`` model steps, ``n_frames`` times:
+        row :math:`j` is the state after :math:`(j+1)` ``steps_per_frame`` steps from ``x0``
+        (``x0`` itself is not included). Uses :meth:`integrate`, so models that keep their state
+        in another representation between steps (the pseudo-spectral PDEs) keep it within a frame.
+        Only the frames are stored, not every step (cf. :meth:`trajectory`).
+
+        **Arguments:** ``x0`` ``(d,)``; ``n_frames``, ``steps_per_frame`` positive integers (static
+        under ``jit``); ``t0`` physical time of ``x0``. **Returns:** ``(n_frames, d)``.
+        """
+        if not isinstance(n_frames, int) or n_frames < 1:
+            raise ValueError(f"n_frames must be a positive integer, got {n_frames!r}")
+        if not isinstance(steps_per_frame, int) or steps_per_frame < 1:
+            raise ValueError(f"steps_per_frame must be a positive integer, got {steps_per_frame!r}")
+
+        def body(x, j):
+            x = self.integrate(x, steps_per_frame, t0 + j * steps_per_frame * self.dt)
+            return x, x
+
+        return jax.lax.scan(body, x0, jnp.arange(n_frames))[1]
+
     def jacobian(self, x, t=0.0):
         """Jacobian of one deterministic step, ``jax.jacfwd(step)``, shape ``(d, d)``."""
         return jax.jacfwd(self.step)(x, t)
