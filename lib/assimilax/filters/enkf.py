@@ -48,7 +48,7 @@ from .._validation import (
 )
 from ._types import EnsembleFilterResult
 from .rotations import mean_preserving_rotations
-from ._core import check_model_observation as _check_model_observation, forecast_ensemble
+from ._core import check_model_observation as _check_model_observation, forecast_ensemble, scan_cycles
 
 from .localization import (
     GC_SCALE,
@@ -354,23 +354,22 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
         return xa + Aa
 
     def cycle(E, inp):
-        k, y, ck, rot = inp
-        kf, ka = jax.random.split(ck)
-        E = forecast_ensemble(model, E, k * steps_per_obs * model.dt, kf, steps_per_obs)
+        kf, ka = jax.random.split(inp.key)
+        E = forecast_ensemble(model, E, inp.t0, kf, steps_per_obs)
         mu_f = member_mean(E, keepdims=True)
         E = mu_f + inflation * (E - mu_f)
         f_stats = (mu_f[0], mean_and_spread(E)[1])
-        E = analysis(E, y, ka, rot)
+        E = analysis(E, inp.y, ka, inp.extra)
         out = mean_and_spread(E) + f_stats + ((E,) if store_ensembles else (None,))
         return E, out
 
     T = ys.shape[0]
     key, krot = jax.random.split(key)
-    keys = jax.random.split(key, T)
     # The random rotations do not depend on the data: all T of them are drawn before the scan,
     # in one batched product of Householder reflections (filters.rotations).
     rots = mean_preserving_rotations(krot, T, N, dtype) if rotate else jnp.zeros((T, 0, 0), dtype)
-    _, (ma, sa, mf, sf, ens) = jax.lax.scan(cycle, E0, (jnp.arange(T), ys, keys, rots))
+    _, (ma, sa, mf, sf, ens) = scan_cycles(cycle, E0, ys, key=key, steps_per_obs=steps_per_obs, dt=model.dt,
+                                           extra=rots)
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 
