@@ -80,9 +80,9 @@ class DynamicalModel(eqx.Module):
     def snapshots(self, x0, n_frames: int, steps_per_frame: int, t0=0.0):
         r"""Deterministic states every ``steps_per_frame`` model steps, ``n_frames`` times:
         row :math:`j` is the state after :math:`(j+1)` ``steps_per_frame`` steps from ``x0``
-        (``x0`` itself is not included). Uses :meth:`integrate`, so models that keep their state
+        (``x0`` itself is not included). Uses ``integrate``, so models that keep their state
         in another representation between steps (the pseudo-spectral PDEs) keep it within a frame.
-        Only the frames are stored, not every step (cf. :meth:`trajectory`).
+        Only the frames are stored, not every step (cf. ``trajectory``).
 
         **Arguments:** ``x0`` ``(d,)``; ``n_frames``, ``steps_per_frame`` positive integers (static
         under ``jit``); ``t0`` physical time of ``x0``. **Returns:** ``(n_frames, d)``.

@@ -197,7 +197,7 @@ class Kraichnan2D(DynamicalModel):
     def integrate(self, x: Float[Array, " d"], n_steps: int, t0=0.0) -> Float[Array, " d"]:
         """State after ``n_steps`` steps, kept in Fourier space in between (one transform pair in
         all; in float32 also more accurate than repeated :meth:`step`, see
-        :func:`~assimilax.models._spectral.spectral_integrate`)."""
+        :func:`!assimilax.models._spectral.spectral_integrate`)."""
         return spectral_integrate(self.to_spectral, self.from_spectral, self.step_spectral, x, n_steps)
 
     def trajectory(self, x0: Float[Array, " d"], n_steps: int, t0=0.0) -> Float[Array, "T d"]:
