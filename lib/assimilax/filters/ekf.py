@@ -6,12 +6,14 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 from .._validation import check_positive_int, raise_if_diverged
 from ._core import check_gaussian_inputs, check_inflation, gaussian_update, scan_cycles, symmetrize
 from ._types import GaussianFilterResult
 
 
-def extended_kalman_filter(model, observation, ys, mean0, cov0, *, steps_per_obs: int = 1,
+def extended_kalman_filter(model, observation, ys: Float[Array, "T m"], mean0: Float[Array, " d"],
+                           cov0: Float[Array, "d d"], *, steps_per_obs: int = 1,
                            inflation_rate=1.0) -> GaussianFilterResult:
     r"""Extended Kalman filter: linearise the model and the observation operator about the mean.
 

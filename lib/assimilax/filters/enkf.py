@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._ensemble import mean_and_spread, member_mean
 from .._validation import (
@@ -164,10 +165,10 @@ def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch):
 def ensemble_kalman_filter(
     model,
     observation,
-    ys,
-    ensemble0,
+    ys: Float[Array, "T m"],
+    ensemble0: Float[Array, "N d"],
     *,
-    key,
+    key: PRNGKeyArray,
     steps_per_obs: int = 1,
     method: str = "sqrt",
     inflation=1.0,

@@ -24,6 +24,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._ensemble import mean_and_spread, member_mean
 from .._validation import (check_ensemble, check_observations, check_positive_int, is_concrete, raise_if_diverged)
@@ -35,7 +36,7 @@ from ._core import check_model_observation, forecast_ensemble, scan_cycles
 from ._types import EnsembleFilterResult
 
 
-def ensemble_mixture_score(members, alpha, sigma2, x):
+def ensemble_mixture_score(members: Float[Array, "N d"], alpha, sigma2, x: Float[Array, " d"]):
     r"""Score of :math:`\frac1N\sum_j\mathcal N(\alpha x_j, \sigma^2 I)` at ``x`` ``(n, d)``;
     ``members`` ``(N, d)``. Memory :math:`O((n+N)d + nN)`: squared distances come from one
     ``(n, N)`` matrix product after centring both sets on :math:`\alpha\bar x`."""
@@ -47,7 +48,8 @@ def ensemble_mixture_score(members, alpha, sigma2, x):
     return (w @ xm - xc) / sigma2
 
 
-def ensemble_score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
+def ensemble_score_filter(model, observation, ys: Float[Array, "T m"], ensemble0: Float[Array, "N d"], *,
+                          key: PRNGKeyArray, steps_per_obs: int = 1, n_sde_steps: int = 100,
                           eps_a: float = 0.5, eps_b: float = 0.025, prior_score: str = "mixture", damping=linear_damping,
                           sde_noise: str = "gaussian", store_ensembles: bool = True, sharding=None,
                           native: bool = True) -> EnsembleFilterResult:

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+from jaxtyping import Array, Float
 
 from .._validation import (
     check_covariance,
@@ -30,7 +31,8 @@ from ._core import check_gaussian_inputs, gaussian_update, scan_cycles, symmetri
 from ._types import GaussianFilterResult, SmootherResult
 
 # ----------------------------------------------------------------------------- Kalman filter
-def kalman_filter(model, observation, ys, mean0, cov0, *, joseph: bool = False) -> GaussianFilterResult:
+def kalman_filter(model, observation, ys: Float[Array, "T m"], mean0: Float[Array, " d"],
+                  cov0: Float[Array, "d d"], *, joseph: bool = False) -> GaussianFilterResult:
     r"""Exact filtering in a linear-Gaussian state-space model :cite:`kalman1960new`.
 
     For :math:`t = 1..T` (prior :math:`\mathcal N(m_0, P_0)` on :math:`x_0`):

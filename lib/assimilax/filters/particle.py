@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
 from jax.scipy.special import logsumexp
 
 from .._validation import (
@@ -22,7 +23,7 @@ from ._core import check_model_observation, forecast_ensemble, scan_cycles, weig
 from ._types import EnsembleFilterResult
 
 
-def systematic_resample(key, log_weights):
+def systematic_resample(key: PRNGKeyArray, log_weights: Float[Array, " N"]):
     r"""Systematic resampling :cite:`kitagawa1996monte`.
 
     With normalised weights :math:`w_i` and one uniform draw :math:`u \sim U[0, 1)`, the
@@ -43,7 +44,8 @@ def systematic_resample(key, log_weights):
     return jnp.clip(idx, 0, N - 1).astype(jnp.int32)
 
 
-def particle_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1,
+def particle_filter(model, observation, ys: Float[Array, "T m"], ensemble0: Float[Array, "N d"], *,
+                    key: PRNGKeyArray, steps_per_obs: int = 1,
                     resample_threshold=1.0, jitter=0.0, store_ensembles: bool = True
                     ) -> EnsembleFilterResult:
     r"""Bootstrap particle filter (sequential importance resampling) :cite:`gordon1993novel`.

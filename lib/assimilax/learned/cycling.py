@@ -27,6 +27,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._ensemble import mean_and_spread, member_mean
 from .._validation import check_finite, check_observations, check_positive_int, check_shape, raise_if_diverged
@@ -36,7 +37,9 @@ from .analysis import residual_condition
 from .forward import ModelForward, as_forward
 
 
-def learned_filter(forward, observation, ys, ensemble0, *, analysis, key, residual=None, n_members: int | None = None,
+def learned_filter(forward, observation, ys: Float[Array, "T m"],
+                   ensemble0: Float[Array, "N d"] | Float[Array, " d"], *, analysis, key: PRNGKeyArray,
+                   residual=None, n_members: int | None = None,
                    steps_per_obs: int = 1, model_noise: bool = False, store_ensembles: bool = True,
                    residual_steps: int | None = None, cycle: str = "members") -> EnsembleFilterResult:
     r"""Cycle a forward model and a (learned) analysis through the observations.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..models._base import DynamicalModel
 from ..models.langford import AugmentedLangford
@@ -102,7 +103,8 @@ def _check_ys(ys, sigma):
     return ys
 
 
-def phase_amplitude_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_guess: float = OMEGA_GUESS,
+def phase_amplitude_prior(y1: Float[Array, " 2"], sigma: float, *, obs_interval: float = 0.0,
+                          omega_guess: float = OMEGA_GUESS,
                           omega_std: float = 1.0):
     r"""A weak Gaussian prior on :math:`(\theta_0, r_0, \omega_0)` one interval :math:`\Delta`
     (``obs_interval``) before the first observation ``y1`` ``(2,)``: phase
@@ -131,7 +133,8 @@ def _polar_tracks(mf):
     return phase, jnp.abs(mf[:, 1])
 
 
-def track_phase_ekf(ys, sigma: float, *, obs_interval: float, q_phase: float = 0.0, q_amp: float = 0.3,
+def track_phase_ekf(ys: Float[Array, "T 2"], sigma: float, *, obs_interval: float, q_phase: float = 0.0,
+                    q_amp: float = 0.3,
                     q_rate: float = 0.5, mean0=None, cov0=None, omega_guess: float = OMEGA_GUESS):
     r"""Phase/amplitude/rate EKF on observations ``ys`` ``(T, 2)`` of :math:`(x, y)` every
     ``obs_interval`` time units (keyword, like every tracker's time step) with noise std ``sigma``.
@@ -157,7 +160,8 @@ def track_phase_ekf(ys, sigma: float, *, obs_interval: float, q_phase: float = 0
     return TrackingEstimate(phase, amp, mf[:, 2], jax.vmap(obs)(mp)), res
 
 
-def augmented_prior(y1, sigma: float, *, obs_interval: float = 0.0, omega_guess: float = OMEGA_GUESS,
+def augmented_prior(y1: Float[Array, " 2"], sigma: float, *, obs_interval: float = 0.0,
+                    omega_guess: float = OMEGA_GUESS,
                     omega_std: float = 1.0, z_mean: float = 0.8, z_std: float = 0.8):
     r"""Gaussian prior on :math:`(x, y, z, \omega)` near the first observation ``y1``: :math:`(x, y)`
     is ``y1`` rotated back by :math:`\bar\omega\Delta`, with variance
@@ -186,7 +190,8 @@ def _augmented_setup(ys, sigma, steps_per_obs, dt, q_state, q_z, q_omega, mean0,
     return ys, model, obs, jnp.asarray(mean0), jnp.asarray(cov0)
 
 
-def track_augmented_ekf(ys, sigma: float, *, steps_per_obs: int = 10, dt: float = 0.01, q_state: float = 0.01,
+def track_augmented_ekf(ys: Float[Array, "T 2"], sigma: float, *, steps_per_obs: int = 10, dt: float = 0.01,
+                        q_state: float = 0.01,
                         q_z=None, q_omega: float = 0.5, mean0=None, cov0=None, omega_guess: float = OMEGA_GUESS, **params):
     r"""EKF on the augmented Langford state :math:`(x, y, z, \omega)` (joint state--parameter
     estimation) from observations ``ys`` ``(T, 2)`` of :math:`(x, y)` every ``steps_per_obs``
@@ -204,7 +209,8 @@ def track_augmented_ekf(ys, sigma: float, *, steps_per_obs: int = 10, dt: float 
     return est, res
 
 
-def track_augmented_pf(ys, sigma: float, *, key, n_particles: int = 1000, steps_per_obs: int = 10, dt: float = 0.01,
+def track_augmented_pf(ys: Float[Array, "T 2"], sigma: float, *, key: PRNGKeyArray, n_particles: int = 1000,
+                       steps_per_obs: int = 10, dt: float = 0.01,
                        q_state: float = 0.02, q_z=None, q_omega: float = 0.5, mean0=None, cov0=None,
                        omega_guess: float = OMEGA_GUESS, resample_threshold: float = 0.5, **params):
     r"""Bootstrap particle filter (:func:`assimilax.filters.particle_filter`) on the augmented Langford

@@ -43,6 +43,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from jaxtyping import Array, Float
 
 from .._validation import check_observations, check_positive_int, check_shape
 from ._types import TrackingEstimate
@@ -100,7 +101,7 @@ def _window_estimator(ys, times, window):
     return TrackingEstimate(phase, amp, rate, prediction)
 
 
-def window_estimator(ys, times, window: int) -> TrackingEstimate:
+def window_estimator(ys: Float[Array, "T 2"], times: Float[Array, " T"], window: int) -> TrackingEstimate:
     r"""Sliding-window phase, amplitude and rate estimates (see the module docstring).
 
     **Arguments:** ``ys`` ``(T, 2)`` noisy observations of :math:`(x, y)` (pass ``ys[:, :2]`` if z is
