@@ -57,18 +57,11 @@ class EnsembleFilterResult(NamedTuple):
     log_likelihood: Optional[jax.Array] = None
 
 
-class ScoreFilterResult(NamedTuple):
-    """Output of :func:`~assimilax.filters.score_filter`: the fields of
-    :class:`EnsembleFilterResult` (same meanings, same time convention) and ``network``, the
-    trained score model of the last cycle (a
-    :class:`~assimilax.filters.PreconditionedScore`; its ``.net`` is the learned
-    correction)."""
-
-    analysis_mean: jax.Array
-    analysis_spread: jax.Array
-    forecast_mean: jax.Array
-    forecast_spread: jax.Array
-    ensembles: Optional[jax.Array] = None
-    ess: Optional[jax.Array] = None
-    log_likelihood: Optional[jax.Array] = None
-    network: Any = None
+# Built from EnsembleFilterResult's field list, so that the two cannot drift apart.
+ScoreFilterResult = NamedTuple("ScoreFilterResult", [*EnsembleFilterResult.__annotations__.items(), ("network", Any)])
+ScoreFilterResult._field_defaults = {**EnsembleFilterResult._field_defaults, "network": None}
+ScoreFilterResult.__new__.__defaults__ = tuple(ScoreFilterResult._field_defaults.values())
+ScoreFilterResult.__doc__ = (
+    "Output of :func:`~assimilax.filters.score_filter`: the fields of :class:`EnsembleFilterResult` "
+    "(same meanings, same time convention) and ``network``, the trained score model of the last cycle "
+    "(a :class:`~assimilax.filters.PreconditionedScore`; its ``.net`` is the learned correction).")
