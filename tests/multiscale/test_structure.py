@@ -113,3 +113,40 @@ def test_bad_input():
         tail_fractions(jnp.ones((4, 16)), h, lift="bilinear")
     with pytest.raises(ValueError, match="NaN"):
         tail_fractions(jnp.full((4, 16), jnp.nan), h)
+
+
+def test_level_structure_assembles_the_measures_and_matches_a_gaussian_control():
+    from assimilax.multiscale import level_structure
+    n, J, T = 16, 8, 60
+    power = _power(n, -2.0)
+    rho = jnp.full((n,), 0.8)
+    data = np.asarray(gaussian_twin(jax.random.key(3), power, J, T, rho=rho))
+    h = Hierarchy((4, 8, 16), "block")
+    out = level_structure(data, h, key=jax.random.key(4), energy_k_power=0.0, enstrophy_k_power=1.0)
+    s = out.system
+    assert s.tail_energy.shape == (2, J // 2) and s.variance_ratio.shape == (2, J // 2) and s.flatness.shape == (2,)
+    # independent assembly of the same quantities from the primitives
+    train, test = data[: J // 2].reshape(-1, n), data[J // 2:].reshape(-1, n)
+    tf = tail_fractions(jnp.asarray(test), h, k_power=1.0, train=jnp.asarray(train))
+    np.testing.assert_allclose(s.tail_enstrophy, np.asarray(tf.per_sample).reshape(2, J // 2, T).mean(-1), rtol=1e-6)
+    cur, prev = data[:, 1:].reshape(-1, n), data[:, :-1].reshape(-1, n)
+    cg = conditional_gain(h.restrict(jnp.asarray(cur), 1), h.restrict(jnp.asarray(prev), 1), h, 0,
+                          n_train=(J // 2) * (T - 1), groups=np.repeat(np.arange(J // 2), T - 1))
+    np.testing.assert_allclose(s.variance_ratio[0], cg.group_variance_ratio, rtol=1e-6)
+    p_train = mean_power(jnp.asarray(data[: J // 2]))
+    assert s.flatness[1] == pytest.approx(tail_flatness(jnp.asarray(test), h, 1, power=p_train), rel=1e-6)
+    # the data are Gaussian AR(1) fields: system and twin agree, and the tails are Gaussian
+    np.testing.assert_allclose(out.twin.flatness, 3.0, atol=0.35)
+    np.testing.assert_allclose(s.flatness, 3.0, atol=0.35)
+    np.testing.assert_allclose(s.variance_ratio.mean(1), out.twin.variance_ratio.mean(1), atol=0.1)
+    # the previous frame explains detail of a rho = 0.8 field: ratio about 1 - 0.8^2
+    assert np.all(s.variance_ratio.mean(1) < 0.55)
+
+
+def test_level_structure_rejects_bad_input():
+    from assimilax.multiscale import level_structure
+    h = Hierarchy((4, 8), "block")
+    with pytest.raises(ValueError, match="shape"):
+        level_structure(np.zeros((4, 8)), h, key=jax.random.key(0))
+    with pytest.raises(ValueError, match="n_train"):
+        level_structure(np.zeros((4, 5, 8)), h, key=jax.random.key(0), n_train=4)

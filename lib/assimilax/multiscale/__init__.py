@@ -1,10 +1,10 @@
 """Multiscale structure: nested resolution projections and what they measure."""
 from .projections import (KINDS, Hierarchy, gaussian_lift_matrix, lift, mean_power, restrict, restriction_matrix,
                           stationary_lift, stationary_lift_weights, transfer_function)
-from .structure import (ConditionalGain, TailFractions, conditional_gain, gaussian_twin, lag_correlation,
-                        tail_flatness, tail_fractions)
+from .structure import (ConditionalGain, LevelStructure, StructureComparison, TailFractions, conditional_gain,
+                        gaussian_twin, lag_correlation, level_structure, tail_flatness, tail_fractions)
 
-__all__ = ["ConditionalGain", "TailFractions", "conditional_gain", "gaussian_twin", "lag_correlation", "tail_flatness",
-           "tail_fractions",
+__all__ = ["ConditionalGain", "LevelStructure", "StructureComparison", "TailFractions", "conditional_gain",
+           "gaussian_twin", "lag_correlation", "level_structure", "tail_flatness", "tail_fractions",
            "KINDS", "Hierarchy", "gaussian_lift_matrix", "lift", "mean_power", "restrict", "restriction_matrix",
            "stationary_lift", "stationary_lift_weights", "transfer_function"]

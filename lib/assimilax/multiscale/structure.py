@@ -320,5 +320,101 @@ def tail_flatness(fields: Float[Array, "S n"], hierarchy: Hierarchy, level: int,
     return float(jnp.mean(t ** 4) / jnp.mean(t ** 2) ** 2)
 
 
+class LevelStructure(NamedTuple):
+    r"""The structure measures of one set of trajectories, level by level (:func:`level_structure`).
+
+    Per level :math:`r = 0..R-1` and held-out trajectory :math:`j`: ``tail_energy[r, j]`` and
+    ``tail_enstrophy[r, j]`` (:func:`tail_fractions` with the optimal lift, averaged over the
+    trajectory's frames), ``tail_energy_default_lift[r, j]`` (the same with the hierarchy's default
+    lift), ``variance_ratio[r, j]`` and ``gain[r, j]`` (:func:`conditional_gain` from the previous
+    frame, per held-out trajectory); ``flatness[r]`` (:func:`tail_flatness` over all held-out
+    frames)."""
+
+    tail_energy: np.ndarray
+    tail_enstrophy: np.ndarray
+    tail_energy_default_lift: np.ndarray
+    variance_ratio: np.ndarray
+    gain: np.ndarray
+    flatness: np.ndarray
+
+
+class StructureComparison(NamedTuple):
+    """:class:`LevelStructure` of the system (``system``) and of its Gaussian twin (``twin``)."""
+
+    system: LevelStructure
+    twin: LevelStructure
+
+
+def _level_structure(data: np.ndarray, hierarchy: Hierarchy, n_train: int, power, energy_k_power: float,
+                     enstrophy_k_power: float, conditional_k_power: float) -> LevelStructure:
+    n_traj, T = data.shape[:2]
+    spatial = data.shape[2:]
+    n_test = n_traj - n_train
+    R = hierarchy.finest
+    train = jnp.asarray(data[:n_train].reshape((-1,) + spatial))
+    test = jnp.asarray(data[n_train:].reshape((-1,) + spatial))
+
+    def per_trajectory(tf):
+        return np.asarray(tf.per_sample).reshape(R, n_test, T).mean(-1)
+
+    energy = per_trajectory(tail_fractions(test, hierarchy, k_power=energy_k_power, train=train))
+    enstrophy = per_trajectory(tail_fractions(test, hierarchy, k_power=enstrophy_k_power, train=train))
+    default = per_trajectory(tail_fractions(test, hierarchy, k_power=energy_k_power, lift="default"))
+    groups = np.repeat(np.arange(n_test), T - 1)
+    cur_all = jnp.asarray(data[:, 1:].reshape((-1,) + spatial))
+    prev_all = jnp.asarray(data[:, :-1].reshape((-1,) + spatial))
+    ratios, gains = [], []
+    for r in range(R):
+        cur, prev = cur_all, prev_all
+        if r + 1 < R:
+            cur, prev = hierarchy.restrict(cur, r + 1), hierarchy.restrict(prev, r + 1)
+        cg = conditional_gain(cur, prev, hierarchy, r, n_train=n_train * (T - 1), k_power=conditional_k_power,
+                              groups=groups)
+        ratios.append(cg.group_variance_ratio)
+        gains.append(cg.group_gain)
+    flatness = np.array([tail_flatness(test, hierarchy, r, power=power) for r in range(R)])
+    return LevelStructure(energy, enstrophy, default, np.array(ratios), np.array(gains), flatness)
+
+
+def level_structure(trajectories: Float[Array, "J T n"], hierarchy: Hierarchy, *, key: jax.Array,
+                    energy_k_power: float = 0.0, enstrophy_k_power: float = 1.0,
+                    conditional_k_power: Optional[float] = None, n_train: Optional[int] = None) -> StructureComparison:
+    r"""Every structure measure of this module, per level, for a set of trajectories and for their
+    Gaussian twin: the multiscale-systems chapter's table in one call.
+
+    The first ``n_train`` trajectories (default half) fit the optimal lifts, the power spectrum
+    and lag correlation of the twin (:func:`gaussian_twin`, drawn with ``key``, as many
+    trajectories of the same length) and the conditional predictors; the others are scored.
+
+    **Arguments:**
+
+    - `trajectories`: ``(J, T, n)`` (1-D) or ``(J, T, n, n)`` (2-D) fields at the finest level
+      of `hierarchy`, ``J >= 2`` trajectories of ``T >= 2`` frames.
+    - `energy_k_power`, `enstrophy_k_power`: the weights :math:`|k|^{2p}` of the energy and
+      enstrophy tails (:math:`0, 1` for a 1-D velocity; :math:`-1, 0` for a 2-D vorticity).
+    - `conditional_k_power`: the weight of the conditional explained variance (default: the
+      enstrophy weight in 2-D, the energy weight in 1-D).
+    - `n_train`: number of training trajectories, ``1 <= n_train < J``.
+
+    **Returns:** :class:`StructureComparison` of two :class:`LevelStructure`.
+    """
+    data = np.asarray(trajectories)
+    d = hierarchy.ndim
+    if data.ndim != 2 + d:
+        raise ValueError(f"trajectories must have shape (J, T) + {d}-D field, got {data.shape}")
+    n_traj, T = data.shape[:2]
+    n_train = n_traj // 2 if n_train is None else int(n_train)
+    if not 1 <= n_train < n_traj or T < 2:
+        raise ValueError(f"need T >= 2 frames and 1 <= n_train < J; got J={n_traj}, T={T}, n_train={n_train}")
+    if conditional_k_power is None:
+        conditional_k_power = enstrophy_k_power if d == 2 else energy_k_power
+    check_finite(data, "trajectories")
+    power = mean_power(jnp.asarray(data[:n_train]), ndim=d)
+    rho = lag_correlation(jnp.asarray(data[:n_train, 1:]), jnp.asarray(data[:n_train, :-1]), ndim=d)
+    twin = np.asarray(gaussian_twin(key, power, n_traj, T, rho=rho, ndim=d))
+    args = (hierarchy, n_train, power, energy_k_power, enstrophy_k_power, conditional_k_power)
+    return StructureComparison(_level_structure(data, *args), _level_structure(twin, *args))
+
+
 __all__ = ["TailFractions", "tail_fractions", "ConditionalGain", "conditional_gain", "lag_correlation",
-           "gaussian_twin", "tail_flatness"]
+           "gaussian_twin", "tail_flatness", "LevelStructure", "StructureComparison", "level_structure"]
