@@ -6,6 +6,8 @@ from .analysis import (ForecastAnalysis, LinearAnalysis, MLPAnalysis, ResidualDi
 from .cycling import learned_filter
 from .data import (TrajectoryData, analysis_pairs, cycled_analysis_pairs, forward_pairs, generate_trajectories,
                    split_trajectories)
+from .joint import (DEFAULT_WEIGHTS, TERMS, JointBatch, JointFit, fit_joint, joint_loss_terms, residual_draw,
+                    sample_batch, state_sensitivity)
 from .forward import LinearForward, MLPForward, ModelForward, StencilForward, as_forward, ring_windows
 from .training import fit_cycled_analysis, fit_regression
 
@@ -16,4 +18,6 @@ __all__ = [
     "learned_filter", "fit_regression", "fit_cycled_analysis",
     "TrajectoryData", "generate_trajectories", "split_trajectories", "forward_pairs", "analysis_pairs",
     "cycled_analysis_pairs",
+    "fit_joint", "joint_loss_terms", "JointFit", "JointBatch", "sample_batch", "residual_draw", "state_sensitivity",
+    "TERMS", "DEFAULT_WEIGHTS",
 ]
