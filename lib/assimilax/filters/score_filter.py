@@ -74,7 +74,7 @@ class PreconditionedScore(eqx.Module):
 def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int = 1, n_sde_steps: int = 100,
                  eps_a: float = 0.5, eps_b: float = 0.025, n_train_steps: int = 200, batch_size: int = 128,
                  learning_rate: float = 1e-3, width: int = 64, depth: int = 2, network=None, damping=linear_damping,
-                 store_ensembles: bool = True):
+                 store_ensembles: bool = True, guidance=None):
     r"""Score-based filter :cite:`bao2024score` (see the module docstring).
 
     **Arguments:** as :func:`~assimilax.filters.ensemble_score_filter`, plus ``n_train_steps``
@@ -87,6 +87,11 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     :class:`~assimilax.filters.EnsembleFilterResult` (``ess``, ``log_likelihood`` ``None``) and
     ``network``, the :class:`~assimilax.filters.PreconditionedScore` of the last cycle (its ``.net`` is the trained
     correction, e.g. the ``network=`` of a next run).
+
+    ``guidance`` (default ``None``: the damped score above) replaces the posterior score by
+    ``guidance(sde, prior_score, observation, y) -> score(x (n, d), t)``, e.g. a closure over
+    :func:`~assimilax.diffusion.dps_guidance` (used by
+    :func:`~assimilax.filters.cycled_diffusion_filter`).
     """
     check_model_observation(model, observation)
     check_ensemble(ensemble0, model.dim, "ensemble0")
@@ -109,14 +114,14 @@ def score_filter(model, observation, ys, ensemble0, *, key, steps_per_obs: int =
     optimizer = optax.adam(learning_rate)
     prec = noise_precision(observation)
     res = _sf(model, observation, ys, E0, key, network, jnp.asarray(prec[0], E0.dtype), sde, prec[1], damping, optimizer,
-              steps_per_obs, n_sde_steps, n_train_steps, batch_size, store_ensembles)
+              steps_per_obs, n_sde_steps, n_train_steps, batch_size, store_ensembles, guidance)
     raise_if_diverged(res.analysis_mean, "score_filter")
     return res
 
 
 @eqx.filter_jit
 def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, optimizer, steps_per_obs, n_sde_steps, n_train,
-        batch_size, store):
+        batch_size, store, guidance=None):
     params, static = eqx.partition(network, eqx.is_inexact_array)
     opt_state = optimizer.init(params)
 
@@ -129,7 +134,10 @@ def _sf(model, observation, ys, E0, key, network, prec, sde, diag, damping, opti
         net = eqx.tree_at(lambda n: (n.mean, n.std), net, (jnp.mean(Ef, 0), std))
         if n_train:
             net, opt_state, _ = fit_steps(net, opt_state, optimizer, sde, Ef, kt, n_train, batch_size)
-        score = damped_guidance(batch_score(net), gaussian_likelihood_score(observation, inp.y, (prec, diag)), damping)
+        if guidance is None:
+            score = damped_guidance(batch_score(net), gaussian_likelihood_score(observation, inp.y, (prec, diag)), damping)
+        else:
+            score = guidance(sde, batch_score(net), observation, inp.y)
         x_T = jax.random.normal(k0, Ef.shape, dtype=Ef.dtype)
         Ea = euler_maruyama(sde, score, x_T, key=ks, n_steps=n_sde_steps)
         params = eqx.filter(net, eqx.is_inexact_array)
