@@ -18,8 +18,9 @@ the dynamics acts mode by mode on a homogeneous field) and a level embedding :ma
    :label: ir-model
 
 The one-shot baseline is the same model class on the two-level hierarchy :math:`(r_0, R)`: one
-factor, :math:`p_\theta(x^R_t \mid x^{r_0}_t, x^R_{t-1})` (SR3-style super-resolution
-:cite:`saharia2021image`, as used for turbulence by :cite:`shu2023physics`).
+factor, :math:`p_\theta(x^R_t \mid x^{r_0}_t, x^R_{t-1})` (SR3-style conditional super-resolution
+:cite:`saharia2021image`; :cite:`shu2023physics` reconstruct turbulence from low-fidelity fields with
+a diffusion model trained on high-fidelity data only).
 
 **The detail variable.** Level :math:`r+1` is written as the default lift of level :math:`r` plus a
 detail, :math:`x^{r+1} = L x^r + \sigma_r\, \Pi d`, with :math:`\Pi = I - L C^r` the orthogonal
@@ -54,8 +55,7 @@ one-shot model means a batch scaled by :math:`\sum_r (n_{r+1}/n_R)^{d}`
 
 **Super-resolved DA** (:func:`super_resolved_filter`): from a sequence of low-resolution
 observations :math:`y_t = P^{r_0} x_t + \eta_t` each member :math:`i` of an ensemble is refined
-from :math:`y_t`, conditioned on its own previous reconstruction :math:`x^{R,(i)}_{t-1}`, as in
-the reconstruction-from-low-resolution-forecast setting of :cite:`shu2023physics`.
+from :math:`y_t`, conditioned on its own previous reconstruction :math:`x^{R,(i)}_{t-1}`.
 """
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ from jaxtyping import Array, Float
 from .._training import run_chunked
 from ..diffusion import UNet, dsm_loss, euler_maruyama
 from ..filters import EnsembleFilterResult
+from ..metrics import crps_ensemble, energy_spectrum_1d, energy_spectrum_2d
 from .projections import Hierarchy
 
 
@@ -372,5 +373,49 @@ def super_resolved_filter(model, observations: Float[Array, "T m"], *, key, n_me
     return EnsembleFilterResult(mean, spread, lifted, jnp.zeros_like(spread), flat)
 
 
-__all__ = ["Cost", "RefinementModel", "refinement_model", "refinement_pairs", "refinement_loss", "train_refinement",
+class ReconstructionScores(NamedTuple):
+    r"""Per-truth scores of reconstruction ensembles (:func:`reconstruction_scores`), each ``(S,)``
+    except ``band_spectrum`` ``(S, B)``."""
+
+    rel_l2: Array
+    crps: Array
+    spread_error: Array
+    band_spectrum: Array
+
+
+def reconstruction_scores(ensembles: Float[Array, "S M n"], truths: Float[Array, "S n"], edges: Sequence[float], *,
+                          ndim: int = 1) -> ReconstructionScores:
+    r"""Scores of ensembles ``(S, M, *spatial)`` of reconstructions of ``truths`` ``(S, *spatial)``:
+
+    - ``rel_l2``: :math:`\|\bar x - x\| / \|x\|` of the ensemble mean;
+    - ``crps``: :func:`~assimilax.metrics.crps_ensemble` averaged over grid points;
+    - ``spread_error``: ensemble spread (root of the mean unbiased variance) over the RMSE of the mean
+      (1 for a calibrated ensemble);
+    - ``band_spectrum``: per band :math:`[e_b, e_{b+1})` of shell wavenumbers, the members' mean of
+      :math:`|E_{\rm member}(b)/E_{\rm truth}(b) - 1|` with :math:`E` the energy spectrum
+      (:func:`~assimilax.metrics.energy_spectrum_1d` of a velocity, ``energy_spectrum_2d`` of a vorticity).
+    """
+    ens, truth = jnp.asarray(ensembles), jnp.asarray(truths)
+    if ens.ndim != truth.ndim + 1 or ens.shape[0] != truth.shape[0] or ens.shape[2:] != truth.shape[1:] \
+            or truth.ndim != 1 + ndim or ens.shape[1] < 2:
+        raise ValueError(f"ensembles must have shape (S, M >= 2, *spatial) and truths (S, *spatial) with {ndim} "
+                         f"spatial axes, got {ens.shape} and {truth.shape}")
+    S, M = ens.shape[:2]
+    fe, ft = ens.reshape(S, M, -1), truth.reshape(S, -1)
+    mean = fe.mean(1)
+    err = jnp.sqrt(jnp.mean((mean - ft) ** 2, -1))
+    rel = jnp.linalg.norm(mean - ft, axis=-1) / jnp.linalg.norm(ft, axis=-1)
+    spread = jnp.sqrt(jnp.mean(jnp.var(fe, axis=1, ddof=1), -1))
+    crps = crps_ensemble(fe, ft)
+    spec = energy_spectrum_1d if ndim == 1 else energy_spectrum_2d
+    e_m, e_t = spec(ens), spec(truth)
+    edges = np.asarray(edges, dtype=float)
+    k = np.arange(e_t.shape[-1])
+    member = jnp.asarray((k[:, None] >= edges[None, :-1]) & (k[:, None] < edges[None, 1:]), e_t.dtype)
+    b_m, b_t = e_m @ member, e_t @ member
+    band = jnp.mean(jnp.abs(b_m / b_t[:, None] - 1.0), axis=1)
+    return ReconstructionScores(rel, crps, spread / err, band)
+
+
+__all__ = ["Cost", "ReconstructionScores", "reconstruction_scores", "RefinementModel", "refinement_model", "refinement_pairs", "refinement_loss", "train_refinement",
            "refine", "super_resolved_filter", "training_cost", "sampling_cost", "matched_batch_size", "detail"]
