@@ -6,6 +6,8 @@ from .ir import (Cost, ReconstructionScores, RefinementModel, reconstruction_sco
 from .structure import (ConditionalGain, LevelStructure, StructureComparison, TailFractions, conditional_gain,
                         gaussian_twin, lag_correlation, level_structure, tail_flatness, tail_fractions)
 
+from . import functional_inequalities, theory  # exact Gaussian-mixture theory of IR (chapter 70)
+
 __all__ = ["Cost", "ReconstructionScores", "RefinementModel", "reconstruction_scores", "matched_batch_size", "refine", "refinement_model", "refinement_pairs",
            "sampling_cost", "super_resolved_filter", "train_refinement", "training_cost",
            "ConditionalGain", "LevelStructure", "StructureComparison", "TailFractions", "conditional_gain",

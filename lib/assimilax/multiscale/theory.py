@@ -1,0 +1,390 @@
+r"""Exact Gaussian-mixture computations behind iterative refinement (IR) across resolutions.
+
+The setting of the May 14 notes: a high-resolution state :math:`x_0 \sim p_0 = \sum_k w_k
+\mathcal N(\mu_k, \Sigma_k)` on :math:`\mathbb R^{d}`, affine dynamics with additive Gaussian noise
+
+.. math:: x_{t+1} = A x_t + b + \eta_t, \qquad \eta_t \sim \mathcal N(0, Q),
+   :label: th-dynamics
+
+and nested linear restrictions :math:`P^r` (:math:`P^r = C^r P^{r+1}`, :math:`P^R = I`). Every
+distribution of the IR construction is then a Gaussian mixture with the *same* component labels:
+
+- the pushforward :math:`p_t = \sum_k w_k \mathcal N(A^t\mu_k + \textstyle\sum_{s<t}A^s b,\;
+  A^t\Sigma_k A^{t\top} + \sum_{s<t} A^s Q A^{s\top})` (:func:`affine_pushforward`), and any linear
+  image :math:`M x` of a mixture, :math:`\sum_k w_k\mathcal N(M\mu_k, M\Sigma_k M^\top)`
+  (:func:`linear_image`);
+- the joint law of two consecutive frames :math:`(x_{t-1}, x_t)` (:func:`transition_joint`), with
+  component blocks :math:`\Sigma_k,\ \Sigma_k A^\top,\ A\Sigma_k A^\top + Q`;
+- every conditional of a linear function given another (:func:`condition`), exactly: with
+  :math:`z \sim \sum_k w_k \mathcal N(m_k, S_k)`, target :math:`u = Tz`, observation :math:`y = Oz`,
+
+  .. math:: p(u \mid y) = \sum_k \tilde w_k(y)\, \mathcal N\big(T m_k + G_k (y - O m_k),\;
+     T S_k T^\top - G_k O S_k T^\top\big), \qquad G_k = T S_k O^\top (O S_k O^\top)^{-1},
+     \quad \tilde w_k(y) \propto w_k\, \mathcal N(y; O m_k, O S_k O^\top).
+     :label: th-condition
+
+  The conditional covariances do not depend on :math:`y`; the weights and means do.
+
+The IR factor :math:`p(x^{r+1}_t \mid x^r_t, x^{r+1}_{t-1})` lives on the affine set
+:math:`\{C^r x^{r+1} = x^r_t\}`; it is written in the detail coordinates
+:math:`\xi_r = N_r^\top x^{r+1}` with :math:`N_r` an orthonormal basis of :math:`\ker C^r`
+(:func:`detail_basis`), so that :math:`x^{r+1} = C^{r+}x^r + N_r\xi_r` and the factor is a
+non-degenerate density in :math:`\xi_r`. :func:`hierarchy_coordinates` stacks
+:math:`(x^{r_0}, \xi_{r_0}, \dots, \xi_{R-1})`, a linear bijection of :math:`x^R`, so that the
+one-shot target :math:`p(x^R_t \mid x^{r_0}_t, x^R_{t-1})` and every IR factor are conditionals of
+one mixture, and the chain rule
+
+.. math:: p(\xi_{r_0},\dots,\xi_{R-1}\mid c) = \prod_{r=r_0}^{R-1} p(\xi_r \mid \xi_{<r}, c)
+   :label: th-chain
+
+holds exactly. As :math:`Q \to 0` the conditional given the *full* previous frame collapses:
+:math:`x_t = A x_{t-1} + b` is a deterministic function of it, the conditional covariances
+:math:`\to 0` and the IR problem degenerates (nothing is left to learn). With the previous frame
+only at a coarser level, the part of :math:`x_t` that frame does not determine keeps its spread.
+
+Exact scores of these conditionals under a forward SDE are the mixture scores of
+:func:`assimilax.diffusion.mixture_score`; :func:`conditional_score` evaluates them for a batch of
+conditions at once (the oracle of score-matching experiments).
+
+Mode separation: the pairwise squared Mahalanobis distances
+:math:`\Delta_{ij} = (\mu_i-\mu_j)^\top\bar\Sigma_{ij}^{-1}(\mu_i-\mu_j)`,
+:math:`\bar\Sigma_{ij} = (\Sigma_i+\Sigma_j)/2` (:func:`mahalanobis_separation`), and the
+pairwise :math:`\chi^2` divergences that bound the log-Sobolev constants of mixtures
+:cite:`chen2021dimensionfree` (:func:`chi2_divergence`). For a shared covariance and any linear
+:math:`P` of full row rank, :math:`\|P\delta\|^2_{(P\Sigma P^\top)^{-1}} \le \|\delta\|^2_{\Sigma^{-1}}`
+(the squared Mahalanobis norm of a projection is the Schur-complement split
+:math:`\delta^\top\Sigma^{-1}\delta = \|P\delta\|^2_{(P\Sigma P^\top)^{-1}} +
+\|\delta_{\mid P}\|^2_{\Sigma_{\mid P}^{-1}}`), so coarsening along nested restrictions never
+increases the separation; the same split shows that conditioning on :math:`y = Oz` can leave a
+target's conditional components *more* separated than its marginal ones.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from ..diffusion.mixture import GaussianMixture
+
+
+def _matrix(x, name: str, shape: Optional[tuple] = None):
+    x = jnp.asarray(x)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a matrix, got shape {x.shape}")
+    if shape is not None:
+        for i, s in enumerate(shape):
+            if s is not None and x.shape[i] != s:
+                raise ValueError(f"{name} must have shape {tuple('*' if v is None else v for v in shape)}, got {x.shape}")
+    return x
+
+
+def _psd_check(Q, name: str):
+    Qn = np.asarray(Q)
+    if not np.allclose(Qn, Qn.T, atol=1e-10 * max(1.0, np.abs(Qn).max())):
+        raise ValueError(f"{name} must be symmetric")
+    if np.linalg.eigvalsh(Qn).min() < -1e-10 * max(1.0, np.abs(Qn).max()):
+        raise ValueError(f"{name} must be positive semi-definite")
+
+
+def linear_image(mixture: GaussianMixture, matrix: Float[Array, "k d"], offset: Optional[Float[Array, " k"]] = None,
+                 noise: Optional[Float[Array, "k k"]] = None) -> GaussianMixture:
+    r"""The law of :math:`Mx + c + \eta` for :math:`x \sim` ``mixture`` and
+    :math:`\eta\sim\mathcal N(0, Q)` independent: components
+    :math:`\mathcal N(M\mu_k + c,\ M\Sigma_k M^\top + Q)`, weights unchanged.
+
+    **Arguments:** ``matrix`` :math:`M` ``(k, d)``; ``offset`` :math:`c` ``(k,)`` (default 0);
+    ``noise`` :math:`Q` ``(k, k)`` symmetric positive semi-definite (default 0). The result must
+    have positive definite component covariances to be used as a density (``M`` of full row rank
+    or ``Q`` positive definite).
+    """
+    M = _matrix(matrix, "matrix", (None, mixture.dim))
+    k = M.shape[0]
+    means = mixture.means @ M.T
+    if offset is not None:
+        c = jnp.asarray(offset)
+        if c.shape != (k,):
+            raise ValueError(f"offset must have shape ({k},), got {c.shape}")
+        means = means + c[None, :]
+    covs = jnp.einsum("ij,kjl,ml->kim", M, mixture.covs, M)
+    if noise is not None:
+        Q = _matrix(noise, "noise", (k, k))
+        _psd_check(Q, "noise")
+        covs = covs + Q[None]
+    return GaussianMixture(mixture.weights, means, 0.5 * (covs + jnp.swapaxes(covs, 1, 2)))
+
+
+def affine_pushforward(mixture: GaussianMixture, A: Float[Array, "d d"], b: Optional[Float[Array, " d"]] = None,
+                       Q: Optional[Float[Array, "d d"]] = None, steps: int = 1) -> GaussianMixture:
+    r"""The law of :math:`x_t` after ``steps`` steps of :eq:`th-dynamics` from :math:`x_0 \sim`
+    ``mixture`` (exact: each step is :func:`linear_image` with offset ``b`` and noise ``Q``).
+
+    **Arguments:** ``A`` ``(d, d)``; ``b`` ``(d,)`` (default 0); ``Q`` ``(d, d)`` (default 0);
+    ``steps`` a non-negative integer.
+    """
+    if not isinstance(steps, (int, np.integer)) or steps < 0:
+        raise ValueError(f"steps must be a non-negative integer, got {steps!r}")
+    _matrix(A, "A", (mixture.dim, mixture.dim))
+    out = mixture
+    for _ in range(int(steps)):
+        out = linear_image(out, A, b, Q)
+    return out
+
+
+def transition_joint(mixture: GaussianMixture, A: Float[Array, "d d"], b: Optional[Float[Array, " d"]] = None,
+                     Q: Optional[Float[Array, "d d"]] = None) -> GaussianMixture:
+    r"""The joint law of :math:`z = (x_{t-1}, x_t)` ``(2d,)`` when :math:`x_{t-1} \sim` ``mixture``
+    and :math:`x_t = A x_{t-1} + b + \eta`: components with mean :math:`(\mu_k, A\mu_k + b)` and
+    covariance :math:`\begin{pmatrix}\Sigma_k & \Sigma_k A^\top\\ A\Sigma_k & A\Sigma_k A^\top + Q\end{pmatrix}`
+    (same labels: the component of :math:`x_t` is the one of :math:`x_{t-1}`)."""
+    d = mixture.dim
+    A = _matrix(A, "A", (d, d))
+    b = jnp.zeros(d, mixture.means.dtype) if b is None else jnp.asarray(b)
+    if b.shape != (d,):
+        raise ValueError(f"b must have shape ({d},), got {b.shape}")
+    Q = jnp.zeros((d, d), mixture.covs.dtype) if Q is None else _matrix(Q, "Q", (d, d))
+    _psd_check(Q, "Q")
+    S = mixture.covs
+    SA = jnp.einsum("kij,lj->kil", S, A)  # Sigma A^T
+    top = jnp.concatenate([S, SA], axis=2)
+    bottom = jnp.concatenate([jnp.swapaxes(SA, 1, 2), jnp.einsum("ij,kjl->kil", A, SA) + Q[None]], axis=2)
+    covs = jnp.concatenate([top, bottom], axis=1)
+    means = jnp.concatenate([mixture.means, mixture.means @ A.T + b[None, :]], axis=1)
+    return GaussianMixture(mixture.weights, means, 0.5 * (covs + jnp.swapaxes(covs, 1, 2)))
+
+
+class ConditionalMixture(NamedTuple):
+    r"""The conditional :eq:`th-condition` in parametric form, for any observed value.
+
+    ``log_weights`` ``(K,)`` prior log weights; ``obs_means`` ``(K, m)`` :math:`O m_k`;
+    ``obs_covs`` ``(K, m, m)`` :math:`O S_k O^\top`; ``target_means`` ``(K, p)`` :math:`T m_k`;
+    ``gains`` ``(K, p, m)`` :math:`G_k`; ``covs`` ``(K, p, p)`` the conditional covariances (the
+    same for every value). :meth:`at` gives the mixture at one value."""
+
+    log_weights: jax.Array
+    obs_means: jax.Array
+    obs_covs: jax.Array
+    target_means: jax.Array
+    gains: jax.Array
+    covs: jax.Array
+
+    def weights_means(self, value: Float[Array, "n m"]):
+        r"""Conditional weights ``(n, K)`` and means ``(n, K, p)`` at ``value`` ``(n, m)``."""
+        value = jnp.asarray(value)
+        chol = jnp.linalg.cholesky(self.obs_covs)
+        diff = value[:, None, :] - self.obs_means[None]  # (n, K, m)
+        z = jax.vmap(lambda L, D: jax.scipy.linalg.solve_triangular(L, D.T, lower=True).T, in_axes=(0, 1), out_axes=1)(chol, diff)
+        logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+        logp = self.log_weights[None, :] - 0.5 * jnp.sum(z**2, -1) - 0.5 * logdet[None, :]
+        w = jax.nn.softmax(logp, axis=1)
+        means = self.target_means[None] + jnp.einsum("kpm,nkm->nkp", self.gains, diff)
+        return w, means
+
+    def at(self, value: Float[Array, " m"]) -> GaussianMixture:
+        """The conditional mixture at one observed value ``(m,)``."""
+        w, means = self.weights_means(jnp.asarray(value)[None, :])
+        return GaussianMixture(w[0], means[0], self.covs)
+
+
+def condition(mixture: GaussianMixture, observe: Float[Array, "m d"], target: Float[Array, "p d"], *,
+              jitter: float = 0.0) -> ConditionalMixture:
+    r"""The exact conditional law of :math:`u = Tz` given :math:`y = Oz` under a mixture :eq:`th-condition`.
+
+    **Arguments:** ``mixture`` the law of :math:`z` ``(d,)``; ``observe`` :math:`O` ``(m, d)`` with
+    :math:`O S_k O^\top` positive definite; ``target`` :math:`T` ``(p, d)``; ``jitter`` added to the
+    diagonal of the conditional covariances (0 by default; they must come out positive definite
+    for a density, which fails when :math:`T z` is a function of :math:`Oz`, e.g. with
+    :math:`Q = 0`).
+
+    **Returns:** a :class:`ConditionalMixture`; ``.at(y)`` is the :class:`~assimilax.diffusion.GaussianMixture`
+    :math:`p(u \mid y)`.
+    """
+    O = _matrix(observe, "observe", (None, mixture.dim))
+    T = _matrix(target, "target", (None, mixture.dim))
+    S = mixture.covs
+    OSO = jnp.einsum("ij,kjl,ml->kim", O, S, O)
+    OSO = 0.5 * (OSO + jnp.swapaxes(OSO, 1, 2))
+    if not bool(jnp.all(jnp.linalg.eigvalsh(OSO)[:, 0] > 0)):
+        raise ValueError("the observed covariances O S_k O^T must be positive definite (O of full row rank)")
+    TSO = jnp.einsum("ij,kjl,ml->kim", T, S, O)
+    TST = jnp.einsum("ij,kjl,ml->kim", T, S, T)
+    gains = jnp.swapaxes(jnp.linalg.solve(OSO, jnp.swapaxes(TSO, 1, 2)), 1, 2)  # T S O^T (O S O^T)^-1
+    covs = TST - jnp.einsum("kpm,kqm->kpq", gains, TSO)
+    covs = 0.5 * (covs + jnp.swapaxes(covs, 1, 2)) + jitter * jnp.eye(T.shape[0], dtype=S.dtype)[None]
+    return ConditionalMixture(jnp.log(mixture.weights), mixture.means @ O.T, OSO, mixture.means @ T.T, gains, covs)
+
+
+def conditional_score(sde, conditional: ConditionalMixture):
+    r"""Exact score of the diffused conditional, for a batch of conditions:
+    ``score(u (n, p), t, value (n, m)) -> (n, p)``, :math:`\nabla_u \log p_t(u \mid y)` where
+    :math:`p_t(\cdot\mid y)` is :math:`p(\cdot \mid y)` under ``sde`` (components
+    :math:`\mathcal N(\alpha_t \mu_k(y), \alpha_t^2\Sigma_k + \sigma_t^2 I)` with weights
+    :math:`\tilde w_k(y)`), the per-condition version of :func:`assimilax.diffusion.mixture_score`."""
+    lam, U = jnp.linalg.eigh(conditional.covs)  # (K, p), (K, p, p)
+
+    def score(u, t, value):
+        w, means = conditional.weights_means(value)  # (n, K), (n, K, p)
+        a, s2 = sde.alpha(t), sde.sigma2(t)
+        v = a**2 * lam + s2
+        diff = a * means - u[:, None, :]
+        z = jnp.einsum("nkd,kde->nke", diff, U)
+        logp = jnp.log(w) - 0.5 * jnp.sum(z**2 / v[None], -1) - 0.5 * jnp.sum(jnp.log(v), -1)[None, :]
+        r = jax.nn.softmax(logp, axis=1)
+        return jnp.einsum("nk,nke,kde->nd", r, z / v[None], U)
+
+    return score
+
+
+def conditional_sample(conditional: ConditionalMixture, value: Float[Array, "n m"], key) -> Float[Array, "n p"]:
+    """One exact draw of :math:`u \\mid y` per row of ``value`` ``(n, m)``."""
+    w, means = conditional.weights_means(value)
+    k1, k2 = jax.random.split(key)
+    comp = jax.random.categorical(k1, jnp.log(w), axis=1)
+    chol = jnp.linalg.cholesky(conditional.covs)
+    z = jax.random.normal(k2, (value.shape[0], conditional.covs.shape[1]), dtype=conditional.covs.dtype)
+    mu = jnp.take_along_axis(means, comp[:, None, None], axis=1)[:, 0]
+    return mu + jnp.einsum("nij,nj->ni", chol[comp], z)
+
+
+def conditional_log_prob(conditional: ConditionalMixture, u: Float[Array, "n p"], value: Float[Array, "n m"]) -> Float[Array, " n"]:
+    r""":math:`\log p(u_i \mid y_i)` for paired rows ``u`` ``(n, p)`` and ``value`` ``(n, m)``."""
+    w, means = conditional.weights_means(value)
+    chol = jnp.linalg.cholesky(conditional.covs)
+    diff = jnp.asarray(u)[:, None, :] - means
+    z = jax.vmap(lambda L, D: jax.scipy.linalg.solve_triangular(L, D.T, lower=True).T, in_axes=(0, 1), out_axes=1)(chol, diff)
+    logdet = 2.0 * jnp.sum(jnp.log(jnp.diagonal(chol, axis1=1, axis2=2)), axis=1)
+    p = conditional.covs.shape[1]
+    logp = jnp.log(w) - 0.5 * jnp.sum(z**2, -1) - 0.5 * logdet[None, :] - 0.5 * p * jnp.log(2 * jnp.pi)
+    return jax.scipy.special.logsumexp(logp, axis=1)
+
+
+def detail_basis(coarsening: Float[Array, "m n"]) -> Float[Array, "n k"]:
+    r"""Orthonormal basis :math:`N` ``(n, n - m)`` of :math:`\ker C` for a coarsening :math:`C`
+    ``(m, n)`` of full row rank (from the SVD). Then :math:`x = C^+ C x + N N^\top x`."""
+    C = np.asarray(_matrix(coarsening, "coarsening"))
+    m, n = C.shape
+    _, s, vt = np.linalg.svd(C)
+    if m > n or s.min() <= 1e-12 * s.max():
+        raise ValueError(f"coarsening must have full row rank, shape {C.shape}, singular values {s}")
+    return jnp.asarray(vt[m:].T)
+
+
+class HierarchyCoordinates(NamedTuple):
+    r"""Coordinates :math:`(x^{r_0}, \xi_{r_0}, \dots, \xi_{R-1})` of :math:`x^R`.
+
+    ``forward`` ``(d_R, d_R)`` maps :math:`x^R` to the stacked coordinates and ``inverse`` back;
+    ``slices[j]`` is the block of the ``j``-th coordinate group (group 0 is :math:`x^{r_0}`, group
+    ``j >= 1`` is :math:`\xi_{r_0+j-1}`); ``restrictions`` the :math:`P^r` ``(d_r, d_R)``,
+    ``coarsenings`` the :math:`C^r` ``(d_r, d_{r+1})``, ``bases`` the :math:`N_r` ``(d_{r+1}, d_{r+1}-d_r)``."""
+
+    forward: jax.Array
+    inverse: jax.Array
+    slices: tuple
+    restrictions: tuple
+    coarsenings: tuple
+    bases: tuple
+
+    def level(self, j: int) -> jax.Array:
+        """Rows of ``forward`` that give group ``j``, shape ``(size_j, d_R)``."""
+        return self.forward[self.slices[j]]
+
+    def up_to(self, j: int) -> jax.Array:
+        """Rows of groups ``0..j`` (together equivalent to :math:`x^{r_0+j}`)."""
+        return self.forward[: self.slices[j].stop]
+
+
+def hierarchy_coordinates(restrictions: Sequence[Float[Array, "dr dR"]]) -> HierarchyCoordinates:
+    r"""Build :class:`HierarchyCoordinates` from nested restrictions :math:`P^{r_0}, \dots, P^{R}`
+    (coarse to fine; the last one may be the identity) with :math:`\ker P^{r+1} \subset \ker P^{r}`.
+
+    :math:`C^r = P^r (P^{r+1})^+` (exact under nesting, which is checked), :math:`N_r` from
+    :func:`detail_basis`, :math:`\xi_r = N_r^\top P^{r+1} x`.
+    """
+    Ps = [np.asarray(_matrix(P, f"restrictions[{i}]")) for i, P in enumerate(restrictions)]
+    if len(Ps) < 2:
+        raise ValueError("at least two levels are needed")
+    dR = Ps[-1].shape[1]
+    for i, P in enumerate(Ps):
+        if P.shape[1] != dR:
+            raise ValueError(f"every restriction must act on R^{dR}; restrictions[{i}] has shape {P.shape}")
+    rows, slices, Cs, Ns, start = [Ps[0]], [slice(0, Ps[0].shape[0])], [], [], Ps[0].shape[0]
+    for P, Pn in zip(Ps[:-1], Ps[1:]):
+        C = P @ np.linalg.pinv(Pn)
+        if not np.allclose(C @ Pn, P, atol=1e-9 * max(1.0, np.abs(P).max())):
+            raise ValueError("restrictions are not nested: P^r is not a function of P^{r+1} x")
+        N = np.asarray(detail_basis(C))
+        Cs.append(jnp.asarray(C))
+        Ns.append(jnp.asarray(N))
+        rows.append(N.T @ Pn)
+        slices.append(slice(start, start + N.shape[1]))
+        start += N.shape[1]
+    F = np.concatenate(rows, axis=0)
+    if F.shape != (dR, dR) or np.linalg.matrix_rank(F) < dR:
+        raise ValueError(f"the finest restriction must be invertible (the coordinates span R^{dR}); got {F.shape}")
+    return HierarchyCoordinates(jnp.asarray(F), jnp.asarray(np.linalg.inv(F)), tuple(slices),
+                                tuple(jnp.asarray(P) for P in Ps), tuple(Cs), tuple(Ns))
+
+
+def mahalanobis_separation(mixture: GaussianMixture) -> Float[Array, "K K"]:
+    r"""Pairwise squared Mahalanobis distances
+    :math:`\Delta_{ij} = (\mu_i - \mu_j)^\top \bar\Sigma_{ij}^{-1} (\mu_i - \mu_j)`,
+    :math:`\bar\Sigma_{ij} = (\Sigma_i + \Sigma_j)/2`, shape ``(K, K)`` (zero diagonal)."""
+    d = mixture.means[:, None, :] - mixture.means[None, :, :]
+    pooled = 0.5 * (mixture.covs[:, None] + mixture.covs[None, :])
+    sol = jnp.linalg.solve(pooled, d[..., None])[..., 0]
+    return jnp.sum(d * sol, -1)
+
+
+def gaussian_chi2(mean1, cov1, mean2, cov2):
+    r""":math:`\chi^2(\mathcal N(\mu_1,\Sigma_1)\,\|\,\mathcal N(\mu_2,\Sigma_2)) = \int p_1^2/p_2 - 1`,
+    in closed form: with :math:`A = 2\Sigma_1^{-1} - \Sigma_2^{-1}` (infinite unless :math:`A \succ 0`),
+    :math:`b = 2\Sigma_1^{-1}\mu_1 - \Sigma_2^{-1}\mu_2`,
+    :math:`c = 2\mu_1^\top\Sigma_1^{-1}\mu_1 - \mu_2^\top\Sigma_2^{-1}\mu_2`,
+
+    .. math:: \log(1+\chi^2) = \tfrac12\log|\Sigma_2| - \log|\Sigma_1| - \tfrac12\log|A|
+       + \tfrac12 b^\top A^{-1} b - \tfrac12 c
+
+    (:math:`= (\mu_1-\mu_2)^\top\Sigma^{-1}(\mu_1-\mu_2)` for a shared :math:`\Sigma`). Returns
+    ``log(1 + chi2)`` (``inf`` when :math:`A` is not positive definite)."""
+    P1, P2 = jnp.linalg.inv(cov1), jnp.linalg.inv(cov2)
+    A = 2 * P1 - P2
+    A = 0.5 * (A + A.T)
+    ok = jnp.linalg.eigvalsh(A)[0] > 0
+    b = 2 * P1 @ mean1 - P2 @ mean2
+    c = 2 * mean1 @ P1 @ mean1 - mean2 @ P2 @ mean2
+    out = (0.5 * jnp.linalg.slogdet(cov2)[1] - jnp.linalg.slogdet(cov1)[1] - 0.5 * jnp.linalg.slogdet(A)[1]
+           + 0.5 * b @ jnp.linalg.solve(jnp.where(ok, A, jnp.eye(A.shape[0], dtype=A.dtype)), b) - 0.5 * c)
+    return jnp.where(ok, out, jnp.inf)
+
+
+def chi2_divergence(mixture: GaussianMixture) -> Float[Array, "K K"]:
+    r"""Pairwise :math:`\log(1 + \chi^2(p_i \| p_j))` between the components, ``(K, K)``
+    (:func:`gaussian_chi2`), the quantity :math:`\log(1+K_{\chi^2})` of :cite:`chen2021dimensionfree`."""
+    f = jax.vmap(jax.vmap(gaussian_chi2, in_axes=(None, None, 0, 0)), in_axes=(0, 0, None, None))
+    return f(mixture.means, mixture.covs, mixture.means, mixture.covs)
+
+
+def mixture_lsi_bound(mixture: GaussianMixture) -> float:
+    r"""The upper bound on the log-Sobolev (hence also the Poincaré) constant of a finite mixture
+    from :cite:`chen2021dimensionfree` (Theorem 1): components with log-Sobolev constants
+    :math:`C_k = \lambda_{\max}(\Sigma_k)` (Gaussians) and pairwise
+    :math:`K_{\chi^2} = \max_{i,j}\chi^2(p_i\|p_j)` give :math:`C_{\rm LS} \le \max_k C_k\,(1 + K_{\chi^2})`.
+    Returned as its logarithm, :math:`\log\max_k C_k + \max_{ij}\log(1+\chi^2_{ij})` (it overflows
+    quickly), a float."""
+    comp = jnp.max(jnp.linalg.eigvalsh(mixture.covs)[:, -1])
+    return float(jnp.log(comp) + jnp.max(chi2_divergence(mixture)))
+
+
+def kl_monte_carlo(log_p, log_q, samples: Float[Array, "n d"]) -> tuple[float, float]:
+    r"""Monte Carlo :math:`\mathrm{KL}(p\|q) \approx \frac1n\sum_i \log p(x_i) - \log q(x_i)`,
+    :math:`x_i \sim p`; returns ``(estimate, standard error)``."""
+    v = np.asarray(log_p(samples) - log_q(samples))
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
+
+
+__all__ = ["ConditionalMixture", "HierarchyCoordinates", "affine_pushforward", "chi2_divergence", "condition",
+           "conditional_log_prob", "conditional_sample", "conditional_score", "detail_basis", "gaussian_chi2",
+           "hierarchy_coordinates", "kl_monte_carlo", "linear_image", "mahalanobis_separation", "mixture_lsi_bound",
+           "transition_joint"]
