@@ -114,3 +114,7 @@ from .spectra import (BandError, band_error, energy_spectrum_1d, energy_spectrum
 
 __all__ += ["BandError", "band_error", "energy_spectrum_1d", "energy_spectrum_2d", "enstrophy", "enstrophy_spectrum_2d",
             "kinetic_energy_2d", "spectral_slope", "structure_function"]
+# Agreement of two labellings (routes and regimes, issue 18).
+from .clustering import adjusted_rand_index, contingency_table, normalized_mutual_information  # noqa: E402
+
+__all__ += ["adjusted_rand_index", "contingency_table", "normalized_mutual_information"]

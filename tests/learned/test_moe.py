@@ -1,0 +1,155 @@
+"""Mixture of experts: the auxiliary losses against closed forms, gating, the prediction against
+its definition, training that recovers an identifiable regime (and fails without the signal),
+the epsilon-net bound's formula."""
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from assimilax.learned import moe
+from assimilax.metrics import normalized_mutual_information
+
+
+def test_load_balancing_and_z_loss_closed_forms():
+    k = 4
+    uniform = jnp.full((10, k), 1.0 / k)
+    assert float(moe.load_balancing_loss(uniform)) == pytest.approx(1.0)
+    collapsed = jax.nn.one_hot(jnp.zeros(10, jnp.int32), k)
+    assert float(moe.load_balancing_loss(collapsed)) == pytest.approx(k)
+    probs = jnp.array([[0.7, 0.2, 0.1, 0.0], [0.1, 0.6, 0.3, 0.0]])
+    # f = (1/2, 1/2, 0, 0), P = (0.4, 0.4, 0.2, 0): 4 * (0.2 + 0.2) = 1.6
+    assert float(moe.load_balancing_loss(probs)) == pytest.approx(1.6)
+    logits = jnp.array([[1.0, 2.0, -1.0], [0.5, 0.0, 3.0]])
+    ref = np.mean(np.log(np.exp(np.asarray(logits)).sum(1)) ** 2)
+    assert float(moe.router_z_loss(logits)) == pytest.approx(ref, rel=1e-12)
+
+
+def _model(k=3, top_k=1, router="gate", key=0):
+    return moe.MixtureOfExperts(4, 2, k, width=8, depth=1, top_k=top_k, router=router, loc=0.5, scale=2.0,
+                                step_scale=0.3, key=jax.random.key(key))
+
+
+@pytest.mark.parametrize("router", ["gate", "attention"])
+def test_gates_and_prediction_definition(router):
+    w = jax.random.normal(jax.random.key(1), (4, 2))
+    m1 = _model(top_k=1, router=router)
+    r = m1.route(w)
+    np.testing.assert_allclose(float(jnp.sum(r.probs)), 1.0, atol=1e-12)
+    i = int(jnp.argmax(r.probs))
+    np.testing.assert_allclose(np.asarray(r.gates), np.asarray(r.probs[i] * jax.nn.one_hot(i, 3)), atol=1e-12)
+    m2 = _model(top_k=2, router=router)
+    g2 = np.asarray(m2.route(w).gates)
+    assert np.sum(g2 > 0) == 2 and g2.sum() == pytest.approx(1.0)
+    # prediction = y_t + sum_i g_i * E_i(features) * step_scale, expert i taken out of the stack
+    feats = jnp.concatenate([((w - 0.5) / 2.0).reshape(-1), (jnp.diff(w, axis=0) / 0.3).reshape(-1)])
+    e1 = jax.tree_util.tree_map(lambda x: x[1] if eqx.is_array(x) else x, m2.experts)
+    gates = jnp.array([0.0, 1.0, 0.0])
+    np.testing.assert_allclose(np.asarray(m2.combine(w, gates)), np.asarray(w[-1] + 0.3 * e1(feats)), atol=1e-10)
+    pred, _ = m2(w)
+    np.testing.assert_allclose(np.asarray(pred), np.asarray(m2.combine(w, m2.route(w).gates)), atol=1e-12)
+
+
+def test_rollout_feeds_predictions_back():
+    m = _model()
+    w = jax.random.normal(jax.random.key(2), (4, 2))
+    out = moe.rollout(m, w, 3)
+    win = w
+    for j in range(3):
+        y = m(win)[0]
+        np.testing.assert_allclose(np.asarray(out[j]), np.asarray(y), atol=1e-10)
+        win = jnp.concatenate([win[1:], y[None]])
+    lab = jnp.array([2, 0, 1])
+    out_o = moe.rollout(m, w, 3, labels=lab)
+    np.testing.assert_allclose(np.asarray(out_o[0]), np.asarray(m.combine(w, jax.nn.one_hot(2, 3))), atol=1e-10)
+
+
+def test_parameter_count_and_equal_width():
+    m = _model(k=3)
+    f, h, out = 14, 8, 2
+    experts = 3 * (f * h + h + h * out + out)
+    router = f * 16 + 16 + 16 * 3 + 3
+    assert moe.count_parameters(m) == experts + router
+    width = moe.equal_parameter_width(moe.count_parameters(m), 4, 2, depth=1)
+    single = moe.MixtureOfExperts(4, 2, 1, width=width, depth=1, router_hidden=0, key=jax.random.key(0))
+    per_unit = f + 1 + out
+    assert abs(moe.count_parameters(single) - moe.count_parameters(m)) <= per_unit
+
+
+def _regime_data(key, t=300, switch_every=30):
+    # y_{t+1} = y_t + a_k + noise, a_k far apart: the regime is read off one increment
+    a = jnp.array([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.0]])
+    lab = (jnp.arange(t) // switch_every) % 3
+    steps = a[lab] + 0.05 * jax.random.normal(key, (t, 2))
+    return jnp.cumsum(steps, axis=0), lab.astype(jnp.int32)
+
+
+def test_alignment_training_recovers_the_regime():
+    s = 2
+    data = [_regime_data(jax.random.key(i)) for i in range(s)]
+    obs = jnp.stack([d[0] for d in data])
+    lab = jnp.stack([d[1] for d in data])
+    models = eqx.filter_vmap(lambda k: moe.MixtureOfExperts(3, 2, 3, width=8, depth=1, scale=10.0, key=k))(
+        jax.random.split(jax.random.key(3), s))
+    wts = moe.MoELossWeights(alignment=jnp.array([1.0, 0.0]))  # model 0 aligned, model 1 not
+    trained, losses = moe.fit_moe(models, obs, lab, wts, key=jax.random.key(4), n_steps=200, batch_size=8,
+                                  segment=4, learning_rate=1e-2, progress=False)
+    assert losses[-1] < losses[0]
+    m0 = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, trained)
+    test_obs, test_lab = _regime_data(jax.random.key(9))
+    win, tar, lb = moe.window_arrays(test_obs, test_lab, 3)
+    r = moe.routes(m0, win)
+    # the regime changes the increment by ~1, the noise is 0.05: the aligned router gets it
+    assert float(normalized_mutual_information(r, lb, 3, 3)) > 0.8
+    assert float(jnp.mean(r == lb)) > 0.9
+    rmse = float(jnp.sqrt(jnp.mean((moe.predict(m0, win) - tar) ** 2)))
+    assert rmse < 0.3
+
+
+def test_oracle_training_uses_the_labels():
+    obs, lab = _regime_data(jax.random.key(0))
+    m = eqx.filter_vmap(lambda k: moe.MixtureOfExperts(3, 2, 3, width=8, depth=1, scale=10.0, key=k))(
+        jax.random.split(jax.random.key(5), 2))
+    # the same data with correct labels and with shuffled labels: only the first can be fitted
+    bad = jax.random.permutation(jax.random.key(1), lab)
+    trained, _ = moe.fit_moe(m, jnp.stack([obs, obs]), jnp.stack([lab, bad]), moe.MoELossWeights(),
+                             key=jax.random.key(6), n_steps=150, batch_size=8, segment=4, learning_rate=1e-2,
+                             oracle=True, progress=False)
+    win, tar, lb = moe.window_arrays(obs, lab, 3)
+    errs = []
+    for i, labels in enumerate((lab, bad)):
+        mi = jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, trained)
+        errs.append(float(jnp.sqrt(jnp.mean((moe.predict(mi, win, labels[3:]) - tar) ** 2))))
+    assert errs[0] < 0.5 * errs[1]
+
+
+def test_observation_regimes_and_windows():
+    reg = jnp.arange(20, dtype=jnp.int32)
+    np.testing.assert_array_equal(np.asarray(moe.observation_regimes(reg, 5)), [4, 9, 14, 19])
+    y = jnp.arange(12.0).reshape(6, 2)
+    w, t, l = moe.window_arrays(y, jnp.arange(6), 2)
+    assert w.shape == (4, 2, 2)
+    np.testing.assert_array_equal(np.asarray(w[1]), np.asarray(y[1:3]))
+    np.testing.assert_array_equal(np.asarray(t[1]), np.asarray(y[3]))
+    assert int(l[1]) == 3
+
+
+def test_epsilon_net_bound_and_slope():
+    n = np.array([100.0, 400.0])
+    b = moe.epsilon_net_bound(n, 10, 2.0, delta=0.1, lipschitz=3.0, radius=5.0)
+    ref = 2 * 2.0 * np.sqrt((10 * np.log(3 * n) + np.log(20)) / (2 * n)) + 4 * 3.0 * 5.0 / n
+    np.testing.assert_allclose(b, ref, rtol=1e-12)
+    ns = np.array([10.0, 100.0, 1000.0])
+    assert moe.loglog_slope(ns, 3 * ns ** -0.5) == pytest.approx(-0.5)
+    with pytest.raises(ValueError):
+        moe.epsilon_net_bound(n, 0, 1.0)
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="top_k"):
+        _model(k=2, top_k=3)
+    with pytest.raises(ValueError, match="router"):
+        _model(router="mlp")
+    m = _model()
+    with pytest.raises(ValueError, match="leading axis"):
+        moe.fit_moe(m, jnp.zeros((2, 50, 2)), jnp.zeros((2, 50), jnp.int32), moe.MoELossWeights(), key=jax.random.key(0))
