@@ -100,9 +100,16 @@ def test_sde_coefficients_closed_form():
     np.testing.assert_allclose(ve.g2(t), 2 * sig**2 * np.log(5000.0), rtol=1e-10)
     cos = VPSDE(schedule="cosine")
     s = 0.008
-    abar = np.cos((t + s) / (1 + s) * np.pi / 2) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2
-    np.testing.assert_allclose(cos.alpha(t * 0.99) ** 2, np.cos((t * 0.99 + s) / (1 + s) * np.pi / 2) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2, rtol=1e-10)
-    assert abar.shape == t.shape
+    tc = np.asarray(t) * 0.99  # the cosine schedule's beta diverges at t = 1
+    u = (tc + s) / (1 + s) * np.pi / 2
+    abar = np.cos(u) ** 2 / np.cos(s / (1 + s) * np.pi / 2) ** 2
+    np.testing.assert_allclose(cos.alpha(tc) ** 2, abar, rtol=1e-10)
+    np.testing.assert_allclose(cos.sigma2(tc), 1.0 - abar, rtol=1e-10)
+    # beta(t) = -d log abar / dt = pi tan(u) / (1 + s): f = -beta / 2 and g^2 = beta (VP)
+    beta_cos = np.pi * np.tan(u) / (1 + s)
+    np.testing.assert_allclose(cos.f(tc), -0.5 * beta_cos, rtol=1e-9)
+    np.testing.assert_allclose(cos.g2(tc), beta_cos, rtol=1e-9)
+    np.testing.assert_allclose(cos.beta(tc), beta_cos, rtol=1e-9)
 
 
 def test_sde_coefficients_keep_float32_time_under_x64():

@@ -135,7 +135,10 @@ def test_bad_inputs_are_refused(system):
         learned_filter(model, obs, jnp.zeros((5, 4)), jnp.zeros(10), analysis=T, key=jax.random.PRNGKey(0))
     with pytest.raises(ValueError, match="targets"):
         fit_linear_analysis(np.zeros((50, 10)), np.zeros((50, 5)), np.zeros((50, 9)))
-    assert isinstance(ModelForward(model), ModelForward)
+    # the known-model forward operator is steps_per_obs model steps, deterministic without a key
+    x = jnp.linspace(-1.0, 1.0, model.dim)
+    np.testing.assert_allclose(np.asarray(ModelForward(model, 3)(x)), np.asarray(model.integrate(x, 3)), rtol=1e-12)
+    np.testing.assert_allclose(np.asarray(ModelForward(model)(x)), np.asarray(model.step(x, 0.0)), rtol=1e-12)
 
 
 def test_driver_with_residual_sampler_cycle_modes(system):

@@ -15,22 +15,30 @@ def _iid(sigma, T=512, n_seq=8, seed=0):
     return jnp.asarray(np.clip(mu + sigma * rng.normal(size=(n_seq, T, 4)), 0, 1))
 
 
-def test_regret_bound_is_order_sigma_sqrt_T_and_vanishes_with_sigma():
+def test_regret_is_order_sigma_sqrt_T_and_vanishes_with_sigma():
+    """The *measured* regret (not the bound, whose sigma sqrt(T) form holds by construction)
+    grows like sigma (log-log slope 1, measured 0.99-1.02 per sequence) and like sqrt(T)
+    (quadrupling T doubles it: slope 1/2 in log T, measured 0.46-0.50), and stays below the bound."""
     geo = Simplex(4)
-    bounds, regrets, md = [], [], []
-    for sigma in (0.01, 0.04, 0.16):
-        xs = _iid(sigma)
-        ms = jax.vmap(EmpiricalMean(initial=0.5).sequence)(xs)
-        s = jnp.sum(jax.vmap(lambda x, m: hint_errors(geo, x, m))(xs, ms), axis=1)
-        res = jax.vmap(lambda x, m, e: optimistic_mirror_descent(geo, x, m, eta=e))(xs, ms, tuned_eta(geo, s))
-        plain = jax.vmap(lambda x: optimistic_mirror_descent(geo, x, None, eta=AdaptiveEta(1.0)))(xs)
-        assert np.all(np.asarray(res.regret) <= np.asarray(tuned_bound(geo, s)) + 1e-9)
-        bounds.append(float(tuned_bound(geo, s).mean()))
-        regrets.append(float(res.regret.mean()))
-        md.append(float(plain.regret.mean()))
-    slope = np.polyfit(np.log([0.01, 0.04, 0.16]), np.log(bounds), 1)[0]
-    assert 0.8 < slope < 1.1  # bound ∝ sigma (the first-round error keeps it from exactly 1)
-    assert regrets[0] < 0.2 * md[0]  # with a good hint the regret is a fraction of plain MD's
+    sigmas, Ts = (0.01, 0.04, 0.16), (256, 1024)
+    regrets = np.zeros((len(Ts), len(sigmas), 8))
+    md = None
+    for i, T in enumerate(Ts):
+        for j, sigma in enumerate(sigmas):
+            xs = _iid(sigma, T=T)
+            ms = jax.vmap(EmpiricalMean(initial=0.5).sequence)(xs)
+            s = jnp.sum(jax.vmap(lambda x, m: hint_errors(geo, x, m))(xs, ms), axis=1)
+            res = jax.vmap(lambda x, m, e: optimistic_mirror_descent(geo, x, m, eta=e))(xs, ms, tuned_eta(geo, s))
+            assert np.all(np.asarray(res.regret) <= np.asarray(tuned_bound(geo, s)) + 1e-9)
+            regrets[i, j] = np.asarray(res.regret)
+            if i == 0 and j == 0:
+                plain = jax.vmap(lambda x: optimistic_mirror_descent(geo, x, None, eta=AdaptiveEta(1.0)))(xs)
+                md = np.asarray(plain.regret)
+    sigma_slopes = np.polyfit(np.log(sigmas), np.log(regrets[1]), 1)[0]  # one per sequence
+    assert np.all((0.9 < sigma_slopes) & (sigma_slopes < 1.1)), sigma_slopes
+    T_slopes = np.log(regrets[1] / regrets[0]) / np.log(Ts[1] / Ts[0])  # (sigma, sequence)
+    assert np.all((0.4 < T_slopes) & (T_slopes < 0.6)), T_slopes
+    assert np.all(regrets[0, 0] < 0.2 * md)  # with a good hint the regret is a fraction of plain MD's
 
 
 def test_last_value_hint_hurts_on_alternating_sequence_but_bound_holds():
