@@ -124,39 +124,44 @@ class RefinementModel(eqx.Module):
 
     Fields: ``net`` (a :class:`~assimilax.diffusion.UNet` with one field channel and
     :meth:`cond_channels` conditioning channels), ``hierarchy``, ``field_scale`` :math:`s`,
-    ``detail_scales`` :math:`\sigma_r` (one per refinement step), ``use_previous``.
+    ``detail_scales`` :math:`\sigma_r` (one per refinement step), ``previous_gate`` (1: the
+    previous-frame channel carries :math:`x^{r+1}_{t-1}/s`; 0: it is zero, the ablation without the
+    previous frame; an array, not trained, so that both variants share one compilation).
     """
 
     net: UNet
     hierarchy: Hierarchy
     field_scale: float = eqx.field(static=True)
     detail_scales: tuple = eqx.field(static=True)
-    use_previous: bool = eqx.field(static=True)
+    previous_gate: Array
+
+    @property
+    def use_previous(self) -> bool:
+        """Whether the model conditions on the previous frame (concrete gates only)."""
+        return bool(np.asarray(self.previous_gate) > 0)
 
     @property
     def n_refinements(self) -> int:
         return len(self.hierarchy.sizes) - 1
 
     @staticmethod
-    def cond_channels(n_refinements: int, use_previous: bool) -> int:
-        """Conditioning channels: lifted coarse field, previous frame (optional), one-hot level, augmentation level."""
-        return 1 + int(use_previous) + n_refinements + 1
+    def cond_channels(n_refinements: int) -> int:
+        """Conditioning channels: lifted coarse field, previous frame, one-hot level, augmentation level."""
+        return 1 + 1 + n_refinements + 1
 
     def condition(self, level: int, coarse: Float[Array, " m"], previous: Optional[Float[Array, " n"]],
                   aug_level=0.0, aug_noise=None) -> Float[Array, "c n"]:
         r"""Conditioning channels ``(c, *spatial)`` on the grid of level ``level + 1`` for one
         coarse field ``coarse`` (level ``level``) and one previous frame ``previous`` (level
-        ``level + 1``, ignored unless ``use_previous``); ``aug_noise`` (same shape as the fine
-        field) times ``aug_level`` is added to the lifted coarse field."""
+        ``level + 1``; ``None`` is a zero frame; multiplied by ``previous_gate``); ``aug_noise``
+        (same shape as the fine field) times ``aug_level`` is added to the lifted coarse field."""
         h = self.hierarchy
         up = h.lift(coarse, level, target=level + 1) / self.field_scale
         if aug_noise is not None:
             up = up + aug_level * aug_noise
-        chans = [up]
-        if self.use_previous:
-            if previous is None:
-                raise ValueError("this model conditions on the previous frame: pass previous")
-            chans.append(jnp.asarray(previous, up.dtype) / self.field_scale)
+        gate = jax.lax.stop_gradient(self.previous_gate).astype(up.dtype)
+        prev = jnp.zeros_like(up) if previous is None else jnp.asarray(previous, up.dtype) * (gate / self.field_scale)
+        chans = [up, prev]
         ones = jnp.ones_like(up)
         chans += [ones * (1.0 if j == level else 0.0) for j in range(self.n_refinements)]
         chans.append(ones * aug_level)
@@ -187,9 +192,10 @@ def refinement_model(hierarchy: Hierarchy, frames: Float[Array, "S T n"], sde, *
     if min(scales) <= 0:
         raise ValueError(f"frames have no detail at some level (rms details {scales})")
     n_ref = len(hierarchy.sizes) - 1
-    net = UNet(hierarchy.ndim, 1, RefinementModel.cond_channels(n_ref, use_previous), widths=widths, sde=sde,
-               key=key, **unet_kwargs)
-    return RefinementModel(net, hierarchy, float(jnp.std(flat)), tuple(scales), bool(use_previous))
+    net = UNet(hierarchy.ndim, 1, RefinementModel.cond_channels(n_ref), widths=widths, sde=sde, key=key,
+               **unet_kwargs)
+    return RefinementModel(net, hierarchy, float(jnp.std(flat)), tuple(scales),
+                           jnp.asarray(1.0 if use_previous else 0.0, flat.dtype))
 
 
 def _check_frames(hierarchy: Hierarchy, frames, name: str):
@@ -254,10 +260,32 @@ def train_refinement(model: RefinementModel, frames: Float[Array, "S T n"], *, k
     if not augmentation >= 0:
         raise ValueError(f"augmentation must be >= 0, got {augmentation!r}")
     pairs = refinement_pairs(model.hierarchy, frames)
-    n_pairs = pairs[0][0].shape[0]
-    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, int(n_steps), alpha=0.05))
+    opt_state = _ADAM.init(eqx.filter(model, eqx.is_inexact_array))
+    dtype = pairs[0][0].dtype
+    total, lr0, aug = (jnp.asarray(v, dtype) for v in (int(n_steps), learning_rate, augmentation))
+
+    def chunk_run(state, k, m):
+        model, opt_state, done = state
+        model, opt_state, ls = _train_chunk(model, opt_state, pairs, jax.random.split(k, m), done, total, lr0, aug,
+                                            int(batch_size))
+        return (model, opt_state, done + m), ls
+
+    (model, _, _), losses = run_chunked(chunk_run, (model, opt_state, jnp.asarray(0, dtype)), key, int(n_steps),
+                                        chunk=chunk, progress=progress,
+                                        desc="IR" if model.n_refinements > 1 else "one-shot")
+    return model, losses, training_cost(model.hierarchy, n_steps, batch_size)
+
+
+_ADAM = optax.scale_by_adam()
+
+
+@eqx.filter_jit
+def _train_chunk(model, opt_state, pairs, keys, done, total, lr0, augmentation, batch_size):
+    """``len(keys)`` Adam steps with the cosine-decayed rate :math:`\eta_0 (0.05 + 0.95 \cdot
+    \tfrac12 (1 + \cos(\pi i / n)))`, under one ``lax.scan``; module-level so that models of the
+    same structure (e.g. with and without conditioning augmentation) share one compilation."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
-    opt_state = optimizer.init(params)
+    n_pairs = pairs[0][0].shape[0]
 
     def loss_fn(p, k):
         ki, kl = jax.random.split(k)
@@ -265,22 +293,17 @@ def train_refinement(model: RefinementModel, frames: Float[Array, "S T n"], *, k
         batch = [tuple(a[idx[r]] for a in pr) for r, pr in enumerate(pairs)]
         return refinement_loss(eqx.combine(p, static), batch, kl, augmentation=augmentation)
 
-    @eqx.filter_jit
-    def run(p, s, k, m):
-        def step(carry, kk):
-            p, s = carry
-            loss, g = jax.value_and_grad(loss_fn)(p, kk)
-            u, s = optimizer.update(g, s, p)
-            return (optax.apply_updates(p, u), s), loss
-        return jax.lax.scan(step, (p, s), jax.random.split(k, m))
+    def step(carry, kk):
+        p, s, i = carry
+        loss, g = jax.value_and_grad(loss_fn)(p, kk)
+        u, s = _ADAM.update(g, s, p)
+        frac = jnp.minimum(i, total) / total
+        lr = lr0 * (0.05 + 0.95 * 0.5 * (1.0 + jnp.cos(jnp.pi * frac)))
+        p = jax.tree_util.tree_map(lambda a, b: a - lr * b, p, u)
+        return (p, s, i + 1), loss
 
-    def chunk_run(state, k, m):
-        state, ls = run(*state, k, m)
-        return state, ls
-
-    (params, _), losses = run_chunked(chunk_run, (params, opt_state), key, int(n_steps), chunk=chunk,
-                                      progress=progress, desc="IR" if model.n_refinements > 1 else "one-shot")
-    return eqx.combine(params, static), losses, training_cost(model.hierarchy, n_steps, batch_size)
+    (params, opt_state, _), losses = jax.lax.scan(step, (params, opt_state, done), keys)
+    return eqx.combine(params, static), opt_state, losses
 
 
 def refine(model, coarse: Float[Array, "N m"], previous: Optional[Float[Array, "N n"]] = None, *, key,
@@ -332,7 +355,8 @@ def super_resolved_filter(model, observations: Float[Array, "T m"], *, key, n_me
     :func:`refine` from :math:`y_t + \eta^{(i)}_t` (:math:`\eta \sim \mathcal N(0,` ``coarse_noise``
     :math:`^2)`: perturbed observations, 0 by default), conditioned on its own previous
     reconstruction; the first cycle conditions on ``initial`` ``(N, *s_R)`` (default: the
-    spectral/default lift of :math:`y_1`). Under one ``lax.scan`` over cycles.
+    spectral/default lift of :math:`y_1`). Under one ``lax.scan`` over cycles. A model without the
+    previous frame (``previous_gate`` 0) ignores the feedback.
 
     **Returns:** :class:`~assimilax.filters.EnsembleFilterResult` with flattened states:
     ``analysis_mean`` ``(T, d)``, ``analysis_spread`` ``(T,)``, ``ensembles`` ``(T, N, d)``;
@@ -360,8 +384,7 @@ def super_resolved_filter(model, observations: Float[Array, "T m"], *, key, n_me
         y, k = inp
         k_n, k_s = jax.random.split(k)
         coarse = y[None] + coarse_noise * jax.random.normal(k_n, (N,) + y.shape, y.dtype)
-        ens = refine(model, coarse, prev if model.use_previous else None, key=k_s, n_steps=n_steps,
-                     aug_level=aug_level)
+        ens = refine(model, coarse, prev, key=k_s, n_steps=n_steps, aug_level=aug_level)
         return ens, ens
 
     _, ens = jax.lax.scan(cycle, initial, (ys, jax.random.split(key, ys.shape[0])))
