@@ -70,6 +70,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._training import run_chunked
+from .._validation import check_finite
 from ..diffusion import UNet, dsm_loss, euler_maruyama
 from ..filters import EnsembleFilterResult
 from ..metrics import crps_ensemble, energy_spectrum_1d, energy_spectrum_2d
@@ -368,8 +369,7 @@ def super_resolved_filter(model, observations: Float[Array, "T m"], *, key, n_me
     if ys.ndim != 1 + h.ndim or tuple(ys.shape[1:]) != h.shape(0) or ys.shape[0] < 1:
         raise ValueError(f"observations must have shape (T, {', '.join(map(str, h.shape(0)))}) at level 0, "
                          f"got {ys.shape}")
-    if not bool(jnp.all(jnp.isfinite(ys))):
-        raise ValueError("observations contain NaN or inf")
+    check_finite(ys, "observations")
     if int(n_members) < 2:
         raise ValueError(f"n_members must be at least 2, got {n_members!r}")
     N = int(n_members)
