@@ -153,3 +153,20 @@ def test_errors():
     m = _model()
     with pytest.raises(ValueError, match="leading axis"):
         moe.fit_moe(m, jnp.zeros((2, 50, 2)), jnp.zeros((2, 50), jnp.int32), moe.MoELossWeights(), key=jax.random.key(0))
+
+
+def test_prediction_scores_indexing():
+    obs, lab = _regime_data(jax.random.key(0), t=60)
+    states = obs - 0.01  # a "truth" distinct from the observations
+    m = moe.MixtureOfExperts(3, 2, 3, width=4, depth=1, scale=10.0, key=jax.random.key(1))
+    sc = moe.prediction_scores(m, obs, states, lab, horizon=4, stride=5)
+    win, _, lb = moe.window_arrays(obs, lab, 3)
+    one = np.sqrt(np.mean((np.asarray(moe.predict(m, win)) - np.asarray(states[3:])) ** 2))
+    assert float(sc.one_step_rmse) == pytest.approx(one, rel=1e-10)
+    starts = np.arange(0, win.shape[0] - 4, 5)
+    last = np.stack([np.asarray(moe.rollout(m, win[s], 4)[-1]) for s in starts])
+    hor = np.sqrt(np.mean((last - np.asarray(states)[starts + 3 + 4 - 1]) ** 2))
+    assert float(sc.horizon_rmse) == pytest.approx(hor, rel=1e-10)
+    so = moe.prediction_scores(m, obs, states, lab, horizon=4, oracle=True)
+    one_o = np.sqrt(np.mean((np.asarray(moe.predict(m, win, lb)) - np.asarray(states[3:])) ** 2))
+    assert float(so.one_step_rmse) == pytest.approx(one_o, rel=1e-10)

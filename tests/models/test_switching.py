@@ -93,3 +93,18 @@ def test_errors():
         SwitchingLorenz63(jnp.zeros((2, 3))).with_schedule(jnp.zeros(4))
     with pytest.raises(ValueError, match="n_steps"):
         SwitchingLorenz63(jnp.zeros((2, 3))).sample_regimes(0, key=jax.random.key(0))
+
+
+def test_simulate_switching_matches_schedule():
+    from assimilax.models import simulate_switching
+
+    m = SwitchingLorenz63(SwitchingLorenz63.palmer_forcings(2, 10.0), dwell_time=0.1)
+    obs = LinearObservation.full(3, 0.1)
+    x0 = jnp.array([1.0, 1.0, 20.0])
+    sim, truth_model, reg = simulate_switching(m, obs, x0, 20, key=jax.random.key(3), steps_per_obs=3)
+    assert reg.shape == (60,)
+    ref = simulate(m.with_schedule(reg), obs, x0, 20, key=jax.random.split(jax.random.key(3))[1], steps_per_obs=3)
+    np.testing.assert_allclose(np.asarray(sim.states), np.asarray(ref.states), atol=1e-12)
+    assert len(np.unique(np.asarray(reg))) == 2  # dwell 10 steps over 60: both regimes visited
+    with pytest.raises(ValueError, match="SwitchingLorenz63"):
+        simulate_switching(Lorenz63(), obs, x0, 5, key=jax.random.key(0))

@@ -21,3 +21,9 @@ __all__ = [
     "fit_joint", "joint_loss_terms", "JointFit", "JointBatch", "sample_batch", "residual_draw", "state_sensitivity",
     "TERMS", "DEFAULT_WEIGHTS",
 ]
+
+# Mixtures of experts for switching dynamics (issue 18).
+from . import moe  # noqa: E402
+from .moe import MixtureOfExperts, MoELossWeights, epsilon_net_bound, fit_moe, moe_loss  # noqa: E402
+
+__all__ += ["moe", "MixtureOfExperts", "MoELossWeights", "fit_moe", "moe_loss", "epsilon_net_bound"]

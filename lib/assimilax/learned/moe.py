@@ -406,6 +406,51 @@ def rollout(model: MixtureOfExperts, window: Float[Array, "W m"], n_steps: int,
     return jax.lax.scan(body, window, xs)[1]
 
 
+def window_losses(model: MixtureOfExperts, windows: Float[Array, "n W m"], targets: Float[Array, "n m"],
+                  labels: Optional[Int[Array, " n"]] = None) -> Float[Array, " n"]:
+    r"""Per-window prediction loss :math:`\frac1m\lVert(\hat y - y)/s\rVert^2` (the prediction term
+    of :func:`moe_loss`; oracle gates with ``labels``)."""
+    return jnp.mean(((predict(model, windows, labels) - targets) / model.step_scale) ** 2, axis=-1)
+
+
+class PredictionScores(NamedTuple):
+    """Scores of :func:`prediction_scores` (scalars)."""
+
+    one_step_rmse: jax.Array
+    horizon_rmse: jax.Array
+    nmi: jax.Array
+    ari: jax.Array
+
+
+def prediction_scores(model: MixtureOfExperts, observations: Float[Array, "T m"], states: Float[Array, "T d"],
+                      labels: Int[Array, " T"], *, horizon: int, oracle=False, stride: int = 5) -> PredictionScores:
+    r"""One-step and ``horizon``-step RMSE against the true ``states`` and agreement of routes with
+    regimes on one sequence (observations of the full state, ``m = d``).
+
+    Window :math:`j` covers observations :math:`j..j+W-1`; its one-step prediction is scored
+    against ``states[j+W]``, its :func:`rollout` of ``horizon`` steps (every ``stride``-th window)
+    against ``states[j+W+horizon-1]``. Agreement: :func:`~assimilax.metrics.normalized_mutual_information`
+    and :func:`~assimilax.metrics.adjusted_rand_index` of :func:`routes` and the target's regime.
+    ``oracle`` (bool, may be traced) uses the one-hot true regime as gates.
+    """
+    from ..metrics.clustering import adjusted_rand_index, normalized_mutual_information
+
+    if observations.shape != states.shape:
+        raise ValueError(f"observations and states must have the same shape, got {observations.shape} and {states.shape}")
+    w = model.window
+    win, _, lab = window_arrays(observations, labels, w)
+    pred = jnp.where(oracle, predict(model, win, lab), predict(model, win))
+    one = jnp.sqrt(jnp.mean((pred - states[w:]) ** 2))
+    starts = jnp.arange(0, win.shape[0] - horizon, stride)
+    lab_h = jax.vmap(lambda s: jax.lax.dynamic_slice(labels, (s + w,), (horizon,)))(starts)
+    last = jax.vmap(lambda s, lh: jnp.where(oracle, rollout(model, win[s], horizon, lh)[-1],
+                                            rollout(model, win[s], horizon)[-1]))(starts, lab_h)
+    hor = jnp.sqrt(jnp.mean((last - states[starts + w + horizon - 1]) ** 2))
+    r = routes(model, win)
+    k = model.n_experts
+    return PredictionScores(one, hor, normalized_mutual_information(r, lab, k, k), adjusted_rand_index(r, lab, k, k))
+
+
 def epsilon_net_bound(n, n_params: int, loss_bound: float, *, delta: float = 0.05, lipschitz: float = 0.0,
                       radius: float = 1.0):
     r"""The :math:`\varepsilon`-net excess-risk bound for empirical risk minimisation over
@@ -441,4 +486,4 @@ def loglog_slope(n, values) -> float:
 
 __all__ = ["MixtureOfExperts", "GateRouter", "AttentionRouter", "Routing", "MoELossWeights", "MoELossTerms",
            "moe_loss", "load_balancing_loss", "router_z_loss", "fit_moe", "count_parameters", "equal_parameter_width",
-           "observation_regimes", "window_arrays", "routes", "predict", "rollout", "epsilon_net_bound", "loglog_slope"]
+           "observation_regimes", "window_arrays", "routes", "predict", "rollout", "window_losses", "PredictionScores", "prediction_scores", "epsilon_net_bound", "loglog_slope"]

@@ -164,6 +164,34 @@ class SwitchingLorenz63(DynamicalModel):
         return eqx.tree_at(lambda m: m.schedule, self, schedule)
 
 
+def simulate_switching(model: SwitchingLorenz63, observation, x0, n_cycles: int, *, key, steps_per_obs: int = 1,
+                       burn_in: int = 0):
+    r"""Draw a regime path and simulate the switching truth and its observations.
+
+    The path covers the ``burn_in`` steps and the ``n_cycles * steps_per_obs`` steps after them
+    (:meth:`SwitchingLorenz63.sample_regimes` with the first key split); the burn-in follows the
+    path's first ``burn_in`` entries, and the cycles, which restart the clock at 0, the entries
+    from 0 on (so the regime of observation interval :math:`t` is ``regimes[(t+1) k - 1]``, see
+    :func:`assimilax.learned.moe.observation_regimes`). Jittable (``n_cycles``,
+    ``steps_per_obs``, ``burn_in`` static), vmaps over keys and over the model's ``forcings`` and
+    ``dwell_time``.
+
+    **Returns:** ``(simulation, schedule_model, regimes)``: the
+    :class:`~assimilax.simulate.Simulation`, the model following the path (the true model of a
+    filter) and the path ``(n_cycles * steps_per_obs,)``.
+    """
+    from ..simulate import simulate
+
+    if not isinstance(model, SwitchingLorenz63):
+        raise ValueError(f"model must be a SwitchingLorenz63, got {type(model).__name__}")
+    n = max(int(n_cycles) * int(steps_per_obs), int(burn_in))
+    k_reg, k_sim = jax.random.split(key)
+    regimes = model.sample_regimes(n, key=k_reg)
+    truth_model = model.with_schedule(regimes)
+    sim = simulate(truth_model, observation, x0, n_cycles, key=k_sim, steps_per_obs=steps_per_obs, burn_in=burn_in)
+    return sim, truth_model, regimes[:int(n_cycles) * int(steps_per_obs)]
+
+
 def dwell_lengths(regimes) -> np.ndarray:
     """Lengths of the maximal constant runs of a regime path (NumPy, host side); the first and
     last runs are dropped (they are censored by the ends of the path)."""
@@ -174,4 +202,4 @@ def dwell_lengths(regimes) -> np.ndarray:
     return np.diff(change)
 
 
-__all__ = ["SwitchingLorenz63", "dwell_lengths"]
+__all__ = ["SwitchingLorenz63", "simulate_switching", "dwell_lengths"]
