@@ -105,3 +105,18 @@ def test_arctan_problem_is_planned_and_paired(monkeypatch):
     assert sorted(o["dim"] for o, p in rows if p["library"] == "dapper") == [40, 100]
     for o, p in rows:
         assert o["rmse"] is not None and p["rmse"] is not None and o["seeds"] == p["seeds"]
+
+
+def test_results_md_equals_the_render_of_peers_json(monkeypatch):
+    """RESULTS.md is exactly what `python -m benchmarks.peers --render-only` writes from the
+    committed peers.json (no hand edits, no stale table); captured instead of written."""
+    for name in ("dapper", "dynamax", "filterpy"):
+        monkeypatch.setitem(sys.modules, name, None)
+    sys.modules.pop("benchmarks.peers", None)
+    peers = importlib.import_module("benchmarks.peers")
+    written = {}
+    monkeypatch.setattr(peers._records, "write_markdown",
+                        lambda records, meta=None, mapping=None, path=None: written.setdefault(
+                            "text", peers._records.render_markdown(records, meta, mapping)))
+    peers.render(_committed())
+    assert written["text"] == RESULTS_MD.read_text(), "RESULTS.md differs from the render of peers.json"
