@@ -1,9 +1,11 @@
 """Score-based filter (trained network each cycle) on a linear-Gaussian model vs a NumPy KF.
 
-The tolerance is loose on purpose: the network sees only the N forecast members and a few
-hundred Adam steps per cycle, and the damped likelihood score is a heuristic (EnSF shows a
-bias of ~0.4 posterior std on the same problem), so we require the SF analysis mean to be
-much closer to the KF mean than the prior is, not equality."""
+The network sees only the N forecast members and a few hundred Adam steps per cycle, and the
+damped likelihood score is a heuristic, so equality is not expected; but the analysis mean must
+lie well inside the Kalman posterior: measured over keys 3, 4, 5 the rms distance from the KF
+mean was 0.063-0.088 (posterior sd about 0.41, largest distance 0.40 sd), and the free-running
+forecast (no assimilation) is 0.73 away. The bounds below (0.15 rms, 0.75 sd at worst, a fifth
+of the free run's distance) fail for a filter that ignores the observations or lags them."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -21,25 +23,29 @@ def test_score_filter_tracks_kalman_filter():
     T = 8
     sim = simulate(model, obs, jnp.zeros(d), T, key=jax.random.PRNGKey(1))
     A, Q, H, R = (np.asarray(a) for a in (model.A, model.Q, obs.H, obs.R))
-    m, P, kfm, free = np.zeros(d), np.eye(d), [], []
+    m, P, kfm, kfsd, free = np.zeros(d), np.eye(d), [], [], []
     mf = np.zeros(d)
     for y in np.asarray(sim.observations):
         m, P = A @ m, A @ P @ A.T + Q
         K = P @ H.T @ np.linalg.inv(H @ P @ H.T + R)
         m, P = m + K @ (y - H @ m), (np.eye(d) - K @ H) @ P
         kfm.append(m)
+        kfsd.append(np.sqrt(np.diag(P)))
         mf = A @ mf
         free.append(mf)
-    kfm, free = np.array(kfm), np.array(free)
+    kfm, kfsd, free = np.array(kfm), np.array(kfsd), np.array(free)
     E0 = jax.random.normal(jax.random.PRNGKey(2), (256, d))
     res = score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), n_sde_steps=100,
                        n_train_steps=150, batch_size=128, learning_rate=3e-3, width=32, depth=2, eps_b=1e-3)
     err = np.sqrt(np.mean((np.asarray(res.analysis_mean) - kfm) ** 2))
     err_truth = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2))
     kf_truth = np.sqrt(np.mean((kfm - np.asarray(sim.states)) ** 2))
-    assert np.isfinite(err)
-    assert err < 0.35, err  # KF posterior std here is about 0.4
-    assert err_truth < kf_truth + 0.2, (err_truth, kf_truth)
+    z = (np.asarray(res.analysis_mean) - kfm) / kfsd
+    free_dist = np.sqrt(np.mean((free - kfm) ** 2))
+    assert err < 0.15, err  # KF posterior sd about 0.41; measured 0.063-0.088
+    assert np.abs(z).max() < 0.75, np.abs(z).max()  # measured at most 0.40
+    assert err < 0.2 * free_dist, (err, free_dist)  # the free run is 0.73 from the KF mean
+    assert err_truth < kf_truth + 0.1, (err_truth, kf_truth)
     assert res.ensembles.shape == (T, 256, d)
     # the trained network is a field of the result: its score at the last forecast mean is finite
     from assimilax.filters import ScoreFilterResult

@@ -7,10 +7,12 @@ import pytest
 from assimilax import FilterDivergenceError
 from assimilax.filters import (
     ensemble_kalman_filter,
+    ensemble_score_filter,
     extended_kalman_filter,
     kalman_filter,
     particle_filter,
     rts_smoother,
+    score_filter,
 )
 from assimilax.models import LinearGaussian, Lorenz63
 from assimilax.observations import LinearObservation
@@ -33,7 +35,8 @@ def _ensemble(fn):
 
 
 GAUSSIAN = [_gaussian(kalman_filter), _gaussian(extended_kalman_filter)]
-ENSEMBLE = [_ensemble(ensemble_kalman_filter), _ensemble(particle_filter)]
+ENSEMBLE = [_ensemble(ensemble_kalman_filter), _ensemble(particle_filter), _ensemble(ensemble_score_filter),
+            _ensemble(score_filter)]
 
 
 @pytest.mark.parametrize("f", GAUSSIAN, ids=["kf", "ekf"])
@@ -52,7 +55,7 @@ def test_gaussian_filters_refuse_bad_input(f):
         f(obs=LinearObservation.full(3, 1.0), ys=np.zeros((5, 3)))
 
 
-@pytest.mark.parametrize("f", ENSEMBLE, ids=["enkf", "pf"])
+@pytest.mark.parametrize("f", ENSEMBLE, ids=["enkf", "pf", "ensf", "sf"])
 def test_ensemble_filters_refuse_bad_input(f):
     with pytest.raises(ValueError, match=r"ensemble0 must have shape \(\?, 2\), got \(10, 3\)"):
         f(E=np.zeros((10, 3)))
