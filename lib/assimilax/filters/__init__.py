@@ -7,6 +7,7 @@ from .ekf import extended_kalman_filter
 from . import localization
 from .enkf import ensemble_kalman_filter, gaspari_cohn
 from .ensf import ensemble_score_filter
+from .ienks import iterative_ensemble_kalman_smoother
 from .kalman import kalman_filter, rts_smoother
 from .localization import Locations, PeriodicGrid2D, PeriodicRing, observation_locations
 from .particle import particle_filter, systematic_resample
@@ -22,6 +23,7 @@ __all__ = [
     "rts_smoother",
     "extended_kalman_filter",
     "ensemble_kalman_filter",
+    "iterative_ensemble_kalman_smoother",
     "gaspari_cohn",
     "localization",
     "PeriodicRing",
