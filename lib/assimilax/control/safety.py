@@ -313,9 +313,13 @@ def optimise_controls(problem: SafeTrackingProblem, u0: Float[Array, " n"], load
     except ValueError as err:
         raise ValueError(f"penalty of shape {np.shape(penalty)} does not broadcast to the batch shape {batch}") from err
     flat = loads.reshape((-1, K, n))
-    c = jnp.zeros(flat.shape[:2], dtype=loads.dtype) if init is None else jnp.asarray(init, dtype=loads.dtype)
-    check_shape(c, tuple(batch) + (K,), "init")
-    c = jnp.clip(c.reshape(flat.shape[:2]), problem.control_lower, problem.control_upper)
+    if init is None:
+        c = jnp.zeros(flat.shape[:2], dtype=loads.dtype)
+    else:
+        check_shape(init, tuple(batch) + (K,), "init")
+        check_finite(init, "init")
+        c = jnp.asarray(init, dtype=loads.dtype).reshape(flat.shape[:2])
+    c = jnp.clip(c, problem.control_lower, problem.control_upper)
     model = problem.model
 
     def closed(cn, q):
