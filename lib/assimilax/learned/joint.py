@@ -248,8 +248,8 @@ def joint_loss_terms(forward, analysis, batch: JointBatch, key, *, residual=None
             flat = lambda a: a[unroll_discard:].reshape(-1, a.shape[-1])
             ut, ys_s, xs_s = jax.lax.stop_gradient(flat(us)), flat(wys), flat(wxs)
     if w["score"] > 0:
-        r = (xs_s - ut - residual.r_mean) / residual.r_std
-        c = (jax.vmap(residual_condition)(ys_s, ut) - residual.c_mean) / residual.c_std
+        r = (xs_s - ut - residual.r_mean[None, :]) / residual.r_std[None, :]
+        c = (jax.vmap(residual_condition)(ys_s, ut) - residual.c_mean[None, :]) / residual.c_std[None, :]
         out["score"] = dsm_loss(residual.net, residual.sde, r, ks, cond=c) / residual.dim
     return out
 
