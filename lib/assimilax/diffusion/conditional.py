@@ -39,16 +39,19 @@ the reference every trained model of the linear-Gaussian testbed is measured aga
 """
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import optax
 from jaxtyping import Array, Float
 
+from .._training import run_chunked
 from .networks import MLPScore, batch_score
 from .samplers import euler_maruyama
-from .training import train_score_network
+from .training import fit_steps
 
 
 class GaussianScore(eqx.Module):
@@ -155,6 +158,11 @@ def sample_conditional(net, sde, conds: Float[Array, "K c"], n_per_condition: in
         raise ValueError(f"conds must have shape (K, c), got {conds.shape}")
     if not isinstance(n_per_condition, int) or n_per_condition < 1:
         raise ValueError(f"n_per_condition must be a positive int, got {n_per_condition!r}")
+    return _sample_conditional(net, sde, conds, n_per_condition, key, n_steps, cfg_weight)
+
+
+@eqx.filter_jit
+def _sample_conditional(net, sde, conds, n_per_condition, key, n_steps, cfg_weight):
     K = conds.shape[0]
     rows = jnp.repeat(conds, n_per_condition, axis=0)
     score = batch_score(net, rows) if cfg_weight is None else classifier_free_score(net, rows, cfg_weight)
@@ -169,8 +177,10 @@ def fit_conditional_score(x: Float[Array, "n d"], cond: Optional[Float[Array, "n
                           depth: int = 2, n_steps: int = 1000, batch_size: int = 256, learning_rate: float = 2e-3,
                           p_uncond: float = 0.0, network=None, progress: bool = False):
     r"""Train a (conditional) :class:`~assimilax.diffusion.MLPScore` with the noise
-    parametrisation of ``sde`` on pairs ``(x, cond)`` by DSM
-    (:func:`~assimilax.diffusion.train_score_network`); ``cond=None`` trains an unconditional
+    parametrisation of ``sde`` on pairs ``(x, cond)`` by DSM: the steps, optimiser (Adam, cosine
+    decay) and chunks of :func:`~assimilax.diffusion.train_score_network` through
+    :func:`~assimilax.diffusion.fit_steps`, compiled once per data shape and setting, so that many
+    fits (seeds, training sizes, DAgger rounds) do not recompile; ``cond=None`` trains an unconditional
     prior score. ``p_uncond > 0`` adds classifier-free dropout (:func:`classifier_free_dataset`:
     the network then expects flagged conditions; sample it with :func:`classifier_free_score`).
     ``network`` warm-starts a previous result.
@@ -193,8 +203,30 @@ def fit_conditional_score(x: Float[Array, "n d"], cond: Optional[Float[Array, "n
     if network is None:
         network = MLPScore(x.shape[1], cond_dim=0 if c is None else c.shape[1], width=width, depth=depth, sde=sde, key=kn)
         network = jax.tree_util.tree_map(lambda a: a.astype(x.dtype) if eqx.is_inexact_array(a) else a, network)
-    return train_score_network(network, sde, x, key=kt, n_steps=n_steps, batch_size=batch_size,
-                               learning_rate=learning_rate, cond=c, progress=progress)
+    if not isinstance(n_steps, int) or n_steps < 1:
+        raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
+    optimizer = _adam_cosine(float(learning_rate), n_steps)
+    opt_state = optimizer.init(eqx.filter(network, eqx.is_inexact_array))
+
+    def chunk_run(state, k, m):
+        net, opt_state, ls = _fit_chunk(*state, optimizer, sde, x, c, k, m, batch_size)
+        return (net, opt_state), ls
+
+    (network, _), losses = run_chunked(chunk_run, (network, opt_state), kt, n_steps, chunk=100, progress=progress,
+                                       desc="conditional DSM")
+    return network, losses
+
+
+@functools.lru_cache(maxsize=64)
+def _adam_cosine(learning_rate: float, n_steps: int):
+    """Adam with cosine decay (as :func:`~assimilax.diffusion.train_score_network` uses), one object
+    per setting so that repeated fits reuse one compiled step."""
+    return optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
+
+
+@eqx.filter_jit
+def _fit_chunk(net, opt_state, optimizer, sde, data, cond, key, n_steps, batch_size):
+    return fit_steps(net, opt_state, optimizer, sde, data, key, n_steps, batch_size, cond)
 
 
 __all__ = ["GaussianScore", "with_condition_flag", "classifier_free_dataset", "classifier_free_score",
