@@ -85,7 +85,7 @@ class JointBatch(NamedTuple):
 class JointFit(NamedTuple):
     """What :func:`fit_joint` returns: the trained ``forward`` :math:`F_\\theta`, ``analysis``
     :math:`T_\\psi`, ``residual`` :math:`p_\\phi` (or ``None``) and ``history``, a dict with one
-    ``(n_steps,)`` array per term of :data:`TERMS` (``nan`` where the weight is 0) and ``"total"``."""
+    ``(n_steps,)`` array per term of ``TERMS`` (``nan`` where the weight is 0) and ``"total"``."""
 
     forward: eqx.Module
     analysis: eqx.Module
@@ -94,7 +94,7 @@ class JointFit(NamedTuple):
 
 
 def check_weights(weights) -> dict:
-    r"""Complete ``weights`` (a dict over :data:`TERMS`) with :data:`DEFAULT_WEIGHTS`; refuse
+    r"""Complete ``weights`` (a dict over ``TERMS``) with ``DEFAULT_WEIGHTS``; refuse
     unknown names and negative or non-finite values."""
     w = dict(DEFAULT_WEIGHTS)
     if weights is not None:
@@ -181,7 +181,7 @@ def joint_loss_terms(forward, analysis, batch: JointBatch, key, *, residual=None
                      alignment_sample: str = "tweedie", tweedie_time: float = 0.5, alignment_steps: int = 4,
                      score_source: str = "reference") -> dict:
     r"""The loss terms of the module docstring on one :class:`JointBatch` (a dict over
-    :data:`TERMS`; a term whose weight is 0 is not evaluated and reported as ``nan``).
+    ``TERMS``; a term whose weight is 0 is not evaluated and reported as ``nan``).
 
     The analysis term sees the forecast :math:`u^{F,ref}_t` with ``jax.lax.stop_gradient``, so
     that :math:`\mathcal L_{\rm an}` trains :math:`T_\psi` only and :math:`\mathcal L_{\rm fc}`
@@ -287,7 +287,7 @@ def fit_joint(forward, analysis, data: TrajectoryData, *, key, weights=None, res
     - ``data``: :class:`~assimilax.learned.TrajectoryData` (``x0`` ``(n, d)``, ``states``
       ``(n, T, d)``, ``observations`` ``(n, T, m)``), finite.
     - ``key``: PRNG key; same key, same numbers.
-    - ``weights``: dict over :data:`TERMS` (missing entries from :data:`DEFAULT_WEIGHTS`:
+    - ``weights``: dict over ``TERMS`` (missing entries from ``DEFAULT_WEIGHTS``:
       forecast and analysis fit 1, the rest 0); 0 switches a term off.
     - ``residual``: :class:`~assimilax.learned.ResidualDiffusion` (``cond_dim = m + d``) or
       ``None``; its standardisation constants are set from the initial :math:`T_\psi` and kept.
