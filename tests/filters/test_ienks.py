@@ -86,7 +86,7 @@ def test_lorenz63_sakov2012_reaches_published_range():
         k_sim, k_e, k_f = jax.random.split(key, 3)
         sim = simulate(model, obs, jnp.asarray(cfg.x0), 300, key=k_sim, steps_per_obs=cfg.steps_per_obs,
                        burn_in=500)
-        E0 = sim.x0 + jnp.sqrt(cfg.x0_var) * jax.random.normal(k_e, (10, 3))
+        E0 = sim.x0[None, :] + jnp.sqrt(cfg.x0_var) * jax.random.normal(k_e, (10, 3))
         ie = iterative_ensemble_kalman_smoother(model, obs, sim.observations, E0, key=k_f,
                                                 steps_per_obs=cfg.steps_per_obs, lag=1, n_iterations=10,
                                                 inflation=1.02, rotate=True, store_ensembles=False)
