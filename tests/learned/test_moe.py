@@ -170,3 +170,27 @@ def test_prediction_scores_indexing():
     so = moe.prediction_scores(m, obs, states, lab, horizon=4, oracle=True)
     one_o = np.sqrt(np.mean((np.asarray(moe.predict(m, win, lb)) - np.asarray(states[3:])) ** 2))
     assert float(so.one_step_rmse) == pytest.approx(one_o, rel=1e-10)
+
+
+def test_moe_loss_terms_against_their_definitions():
+    m = _model()
+    win = jax.random.normal(jax.random.key(7), (2, 3, 4, 2))
+    tar = jax.random.normal(jax.random.key(8), (2, 3, 2))
+    lab = jnp.array([[0, 1, 2], [2, 2, 1]])
+    wts = moe.MoELossWeights(0.1, 0.2, 0.3, 0.4)
+    total, t = moe.moe_loss(m, win, tar, lab, wts)
+    r = jax.vmap(jax.vmap(m.route))(win)
+    p = np.asarray(r.probs)
+    cons = 0.5 * np.mean(np.sum((p[:, 1:] - p[:, :-1]) ** 2, axis=-1))
+    align = -np.mean(np.log(np.take_along_axis(p, np.asarray(lab)[..., None], axis=-1)))
+    pred = np.asarray(jax.vmap(jax.vmap(lambda w: m(w)[0]))(win))
+    err = np.mean(((pred - np.asarray(tar)) / 0.3) ** 2)
+    assert float(t.consistency) == pytest.approx(cons, rel=1e-9)
+    assert float(t.alignment) == pytest.approx(align, rel=1e-9)
+    assert float(t.prediction) == pytest.approx(err, rel=1e-9)
+    ref = err + 0.1 * float(t.balance) + 0.2 * float(t.z_loss) + 0.3 * align + 0.4 * cons
+    assert float(total) == pytest.approx(ref, rel=1e-9)
+    # the oracle's gates are the one-hot labels
+    _, to = moe.moe_loss(m, win, tar, lab, wts, oracle=True)
+    po = np.asarray(jax.vmap(jax.vmap(lambda w, k: m.combine(w, jax.nn.one_hot(k, 3))))(win, lab))
+    assert float(to.prediction) == pytest.approx(np.mean(((po - np.asarray(tar)) / 0.3) ** 2), rel=1e-9)
