@@ -429,8 +429,8 @@ def prediction_scores(model: MixtureOfExperts, observations: Float[Array, "T m"]
 
     Window :math:`j` covers observations :math:`j..j+W-1`; its one-step prediction is scored
     against ``states[j+W]``, its :func:`rollout` of ``horizon`` steps (every ``stride``-th window)
-    against ``states[j+W+horizon-1]``. Agreement: :func:`~assimilax.metrics.normalized_mutual_information`
-    and :func:`~assimilax.metrics.adjusted_rand_index` of :func:`routes` and the target's regime.
+    against ``states[j+W+horizon-1]``. Agreement: ``assimilax.metrics.normalized_mutual_information``
+    and ``assimilax.metrics.adjusted_rand_index`` of :func:`routes` and the target's regime.
     ``oracle`` (bool, may be traced) uses the one-hot true regime as gates.
     """
     from ..metrics.clustering import adjusted_rand_index, normalized_mutual_information

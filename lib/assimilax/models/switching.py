@@ -37,8 +37,8 @@ class SwitchingLorenz63(DynamicalModel):
     so a stay has a geometric length of mean :math:`\tau/\Delta t` steps: the mean dwell time is
     :math:`\tau` (``dwell_time``) in model time units. :meth:`sample_regimes` draws a path and
     :meth:`with_schedule` returns the model that follows it; ``step(x, t)`` uses the regime
-    ``schedule[round(t / dt)]`` (clipped to the schedule's ends), so :func:`assimilax.simulate`
-    and :func:`assimilax.filters.ensemble_kalman_filter` run the switching system unchanged, and
+    ``schedule[round(t / dt)]`` (clipped to the schedule's ends), so ``assimilax.simulate``
+    and ``assimilax.filters.ensemble_kalman_filter`` run the switching system unchanged, and
     without a schedule the model is the forced system of regime 0. With ``K = 1`` and
     :math:`f_1 = 0` it is :class:`~assimilax.models.Lorenz63`.
 
@@ -172,12 +172,12 @@ def simulate_switching(model: SwitchingLorenz63, observation, x0, n_cycles: int,
     (:meth:`SwitchingLorenz63.sample_regimes` with the first key split); the burn-in follows the
     path's first ``burn_in`` entries, and the cycles, which restart the clock at 0, the entries
     from 0 on (so the regime of observation interval :math:`t` is ``regimes[(t+1) k - 1]``, see
-    :func:`assimilax.learned.moe.observation_regimes`). Jittable (``n_cycles``,
+    ``assimilax.learned.moe.observation_regimes``). Jittable (``n_cycles``,
     ``steps_per_obs``, ``burn_in`` static), vmaps over keys and over the model's ``forcings`` and
     ``dwell_time``.
 
     **Returns:** ``(simulation, schedule_model, regimes)``: the
-    :class:`~assimilax.simulate.Simulation`, the model following the path (the true model of a
+    ``assimilax.Simulation``, the model following the path (the true model of a
     filter) and the path ``(n_cycles * steps_per_obs,)``.
     """
     from ..simulate import simulate
