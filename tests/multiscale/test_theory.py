@@ -220,3 +220,37 @@ def test_bad_input():
         hierarchy_coordinates([jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]]), jnp.eye(2)])
     with pytest.raises(ValueError, match="full row rank"):
         detail_basis(jnp.array([[1.0, 1.0], [2.0, 2.0]]))
+
+
+def test_energy_distance_against_closed_form():
+    from scipy.stats import norm
+
+    from assimilax.multiscale.theory import energy_distance
+
+    def e_abs(d, s):  # E|X - Y| for X - Y ~ N(d, s^2)
+        return s * np.sqrt(2 / np.pi) * np.exp(-d**2 / (2 * s**2)) + d * (1 - 2 * norm.cdf(-d / s))
+
+    m1, s1, m2, s2 = 0.0, 1.0, 0.7, 1.5
+    ref = 2 * e_abs(m1 - m2, np.hypot(s1, s2)) - e_abs(0, np.sqrt(2) * s1) - e_abs(0, np.sqrt(2) * s2)
+    k1, k2 = jax.random.split(jax.random.PRNGKey(12))
+    vals = jax.vmap(lambda k: energy_distance(m1 + s1 * jax.random.normal(jax.random.fold_in(k, 0), (400, 1)),
+                                              m2 + s2 * jax.random.normal(jax.random.fold_in(k, 1), (400, 1))))(jax.random.split(k1, 40))
+    assert abs(float(vals.mean()) - ref) < 4 * float(vals.std()) / np.sqrt(40)
+    same = jax.vmap(lambda k: energy_distance(jax.random.normal(jax.random.fold_in(k, 0), (400, 1)),
+                                              jax.random.normal(jax.random.fold_in(k, 1), (400, 1))))(jax.random.split(k2, 40))
+    assert abs(float(same.mean())) < 4 * float(same.std()) / np.sqrt(40)
+
+
+def test_score_kl_bound_of_a_constant_offset():
+    from assimilax.multiscale.theory import score_kl_bound
+
+    sde = VPSDE(t_min=1e-2)
+    mix = GaussianMixture(jnp.ones(1), jnp.zeros((1, 3)), jnp.eye(3)[None])
+    cm = condition(linear_image(mix, jnp.eye(3)), jnp.eye(3)[:1], jnp.eye(3)[1:])
+    exact = conditional_score(sde, cm)
+    c = jnp.array([0.3, -0.4])
+    x = mix.sample(jax.random.PRNGKey(13), 200)
+    got = score_kl_bound(sde, lambda u, t, v: exact(u, t, v) + c[None, :], exact, x[:, 1:], x[:, :1], jax.random.PRNGKey(14), n_times=4000)
+    a, b = sde.t_min, sde.t_max
+    int_g2 = sde.beta_min * (b - a) + 0.5 * (sde.beta_max - sde.beta_min) * (b**2 - a**2)
+    np.testing.assert_allclose(float(got), 0.5 * float(c @ c) * int_g2, rtol=0.05)

@@ -20,7 +20,7 @@ of :math:`\mathbb E_p|\nabla f|^2` with reflecting (Neumann) boundaries. Then
 - :math:`1/C_{\rm P}` is the smallest non-zero eigenvalue of the generalised eigenproblem
   :math:`K f = \lambda M f` (:math:`K` the matrix of :math:`\mathcal E`, :math:`M = \mathrm{diag}(m)`),
   computed as the second eigenvalue of :math:`M^{-1/2}KM^{-1/2}` (tridiagonal in 1-D, sparse
-  shift-invert Lanczos in 2-D) (:func:`poincare_constant`);
+  shift-invert Lanczos in 2-D and 3-D) (:func:`poincare_constant`);
 - :math:`1/C_{\rm LS} = \inf_f 2\mathcal E(f)/\mathrm{Ent}(f^2)` is bounded from above by the
   infimum over the exponential tilts :math:`f^2 = e^{a\phi}` of the Poincaré eigenfunction
   (:func:`log_sobolev_constant`): the value returned is a lower bound on the discrete
@@ -46,10 +46,10 @@ class Grid(NamedTuple):
 
 
 def box_grid(low: Sequence[float], high: Sequence[float], n: int) -> Grid:
-    """``n`` points per axis on the box ``[low, high]`` (1 or 2 axes)."""
+    """``n`` points per axis on the box ``[low, high]`` (1, 2 or 3 axes)."""
     low, high = np.atleast_1d(np.asarray(low, float)), np.atleast_1d(np.asarray(high, float))
-    if low.shape != high.shape or low.ndim != 1 or low.size not in (1, 2):
-        raise ValueError(f"low and high must both have 1 or 2 entries, got {low.shape}, {high.shape}")
+    if low.shape != high.shape or low.ndim != 1 or low.size not in (1, 2, 3):
+        raise ValueError(f"low and high must both have 1, 2 or 3 entries, got {low.shape}, {high.shape}")
     if np.any(high <= low):
         raise ValueError(f"high must exceed low on every axis, got {low}, {high}")
     if not isinstance(n, (int, np.integer)) or n < 3:
@@ -114,7 +114,7 @@ class Constant(NamedTuple):
 
 def poincare_constant(log_density: Callable, grid: Grid) -> Constant:
     r"""Poincaré constant :math:`C_{\rm P}` :eq:`fi-constants` of the (unnormalised) density
-    :math:`e^{\text{log\_density}}` on ``grid`` (1-D or 2-D).
+    :math:`e^{\text{log\_density}}` on ``grid`` (1-D, 2-D or 3-D).
 
     **Arguments:** ``log_density`` maps points ``(n, dim)`` to ``(n,)`` (e.g.
     ``GaussianMixture.log_prob``); ``grid`` from :func:`box_grid` (wide enough that the density is

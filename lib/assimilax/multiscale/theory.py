@@ -384,7 +384,140 @@ def kl_monte_carlo(log_p, log_q, samples: Float[Array, "n d"]) -> tuple[float, f
     return float(v.mean()), float(v.std(ddof=1) / np.sqrt(v.size))
 
 
+class TargetStructure(NamedTuple):
+    """Per condition (rows): ``dim``, weighted mean pairwise separation ``separation``, effective
+    number of modes ``modes``, Poincaré ``poincare`` and log-Sobolev ``log_sobolev`` constants,
+    and ``log10_bound`` the :func:`mixture_lsi_bound` in decades; arrays ``(n,)``."""
+
+    dim: int
+    separation: np.ndarray
+    modes: np.ndarray
+    poincare: np.ndarray
+    log_sobolev: np.ndarray
+    log10_bound: np.ndarray
+
+
+def target_structure(joint: GaussianMixture, target: Float[Array, "p d"], observe: Optional[Float[Array, "m d"]],
+                     draws: Float[Array, "n d"], *, grid_points: int, width: float = 6.5) -> TargetStructure:
+    r"""Separation and functional constants of the target :math:`u = Tz` given :math:`y = Oz`
+    at the observed values of each row of ``draws`` (``observe=None``: the marginal of :math:`Tz`,
+    computed once and repeated). Components with conditional weight below :math:`10^{-6}` are
+    dropped; the separation is :math:`\sum_{i\ne j}\tilde w_i\tilde w_j\Delta_{ij}/\sum_{i\ne j}\tilde w_i\tilde w_j`
+    (:func:`mahalanobis_separation`), the modes :math:`e^{H(\tilde w)}`, the constants from
+    :mod:`assimilax.multiscale.functional_inequalities` on a box of ``width`` component standard
+    deviations with ``grid_points`` points per axis (targets of dimension 1 to 3)."""
+    from . import functional_inequalities as fi
+
+    T = _matrix(target, "target", (None, joint.dim))
+    cm = None if observe is None else condition(joint, observe, T)
+    O = None if observe is None else _matrix(observe, "observe", (None, joint.dim))
+    recs = []
+    for z in (np.asarray(draws)[:1] if observe is None else np.asarray(draws)):
+        mix = linear_image(joint, T) if cm is None else cm.at(O @ jnp.asarray(z))
+        keep = np.asarray(mix.weights) > 1e-6
+        sub = GaussianMixture(mix.weights[keep], mix.means[keep], mix.covs[keep])
+        K = sub.weights.shape[0]
+        if K > 1:
+            W = jnp.outer(sub.weights, sub.weights) * (1 - jnp.eye(K))
+            sep = float(jnp.sum(W * mahalanobis_separation(sub)) / jnp.sum(W))
+        else:
+            sep = 0.0
+        modes = float(jnp.exp(-jnp.sum(sub.weights * jnp.log(sub.weights))))
+        g = fi.box_grid(*fi.mixture_box(sub, width), grid_points)
+        P = fi.poincare_constant(sub.log_prob, g)
+        L = fi.log_sobolev_constant(sub.log_prob, g, poincare=P)
+        recs.append((sep, modes, P.value, L.value, mixture_lsi_bound(sub) / np.log(10)))
+    r = np.array(recs)
+    if observe is None:
+        r = np.repeat(r, np.asarray(draws).shape[0], axis=0)
+    return TargetStructure(int(T.shape[0]), r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4])
+
+
+def energy_distance(x: Float[Array, "n p"], y: Float[Array, "m p"]) -> Float[Array, ""]:
+    r"""Unbiased energy distance :cite:`szekely2013energy`
+    :math:`2\mathbb E|X-Y| - \mathbb E|X-X'| - \mathbb E|Y-Y'|` (U-statistics), zero in
+    expectation iff the two laws agree; ``x`` ``(n, p)``, ``y`` ``(m, p)``. ``jax.vmap`` it over
+    conditions."""
+    def mean_dist(a, b, same):
+        d = jnp.sqrt(jnp.maximum(jnp.sum((a[:, None, :] - b[None, :, :]) ** 2, -1), 1e-30))
+        if same:
+            n = a.shape[0]
+            return (jnp.sum(d) - jnp.sum(jnp.diagonal(d))) / (n * (n - 1))
+        return jnp.mean(d)
+
+    return 2 * mean_dist(x, y, False) - mean_dist(x, x, True) - mean_dist(y, y, True)
+
+
+def score_kl_bound(sde, score_fn, exact_score, x0: Float[Array, "n p"], value: Float[Array, "n m"], key,
+                   n_times: int = 8) -> Float[Array, ""]:
+    r"""The Girsanov bound on the KL divergence a score error costs the reverse SDE
+    :cite:`song2021maximum`,
+
+    .. math:: \tfrac12\int_{t_{\min}}^{t_{\max}} g(t)^2\, \mathbb E\,
+       \big|s_\theta(x_t, t, c) - \nabla\log p_t(x_t\mid c)\big|^2 \,dt,
+
+    estimated with ``n_times`` uniform times per sample and :math:`x_t = \alpha_t x_0 +
+    \sigma_t\varepsilon`, :math:`(x_0, c)` the rows of ``x0`` ``(n, p)`` and ``value`` ``(n, m)``
+    (draws of the joint). ``score_fn`` and ``exact_score`` map ``(u (n, p), t, value (n, m))`` to
+    ``(n, p)`` (e.g. :func:`conditional_score`)."""
+    kt, ke = jax.random.split(key)
+    ts = jax.random.uniform(kt, (n_times,), dtype=x0.dtype, minval=sde.t_min, maxval=sde.t_max)
+    eps = jax.random.normal(ke, (n_times,) + x0.shape, dtype=x0.dtype)
+
+    def one(t, e):
+        xt = sde.alpha(t) * x0 + sde.sigma(t) * e
+        return sde.g2(t) * jnp.mean(jnp.sum((score_fn(xt, t, value) - exact_score(xt, t, value)) ** 2, -1))
+
+    return 0.5 * (sde.t_max - sde.t_min) * jnp.mean(jax.vmap(one)(ts, eps))
+
+
+def train_score_batch(sde, nets, data: Float[Array, "B n p"], cond: Float[Array, "B n c"], keys, *, n_steps: int,
+                      batch_size: int = 128, learning_rate: float = 2e-3, progress: bool = True, chunk: int = 250):
+    r"""Train a batch of ``B`` conditional score networks at once by denoising score matching
+    (:func:`assimilax.diffusion.fit_steps` under ``equinox.filter_vmap``; Adam with cosine decay),
+    network ``b`` on ``data[b]`` with ``cond[b]`` and key ``keys[b]``: the same budget for every
+    member. Training sets of different sizes share one array by repetition (tiling ``N`` samples
+    ``n / N`` times leaves uniform minibatch sampling over the ``N`` unchanged).
+
+    **Arguments:** ``nets`` a batched :class:`~assimilax.diffusion.MLPScore` (built under
+    ``equinox.filter_vmap``); ``data`` ``(B, n, p)``; ``cond`` ``(B, n, c)``; ``keys`` ``(B, 2)``;
+    ``progress`` a tqdm bar (``False`` disables it).
+
+    **Returns:** ``(nets, losses (n_steps,))``, the loss averaged over the batch.
+    """
+    import equinox as eqx
+    import optax
+
+    from .._training import run_chunked
+    from ..diffusion.training import fit_steps
+
+    data, cond = jnp.asarray(data), jnp.asarray(cond)
+    B = data.shape[0]
+    if data.ndim != 3 or cond.ndim != 3 or cond.shape[:2] != data.shape[:2]:
+        raise ValueError(f"data (B, n, p) and cond (B, n, c) expected, got {data.shape} and {cond.shape}")
+    if keys.shape[0] != B:
+        raise ValueError(f"keys must have leading size {B}, got {keys.shape}")
+    optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
+    opt_states = eqx.filter_vmap(lambda n: optimizer.init(eqx.filter(n, eqx.is_inexact_array)))(nets)
+
+    @eqx.filter_jit
+    def run(nets, opt_states, key, m):
+        ks = jax.random.split(key, B)
+        out = eqx.filter_vmap(lambda n, s, d, c, k: fit_steps(n, s, optimizer, sde, d, k, m, batch_size, c))(
+            nets, opt_states, data, cond, ks)
+        return out
+
+    def chunk_run(state, k, m):
+        n, s, ls = run(*state, k, m)
+        return (n, s), jnp.mean(ls, axis=0)
+
+    (nets, _), losses = run_chunked(chunk_run, (nets, opt_states), keys[0], n_steps, chunk=chunk, progress=progress,
+                                    desc="DSM batch")
+    return nets, losses
+
+
 __all__ = ["ConditionalMixture", "HierarchyCoordinates", "affine_pushforward", "chi2_divergence", "condition",
-           "conditional_log_prob", "conditional_sample", "conditional_score", "detail_basis", "gaussian_chi2",
+           "conditional_log_prob", "conditional_sample", "conditional_score", "detail_basis", "energy_distance",
+           "score_kl_bound", "train_score_batch", "TargetStructure", "target_structure", "gaussian_chi2",
            "hierarchy_coordinates", "kl_monte_carlo", "linear_image", "mahalanobis_separation", "mixture_lsi_bound",
            "transition_joint"]
