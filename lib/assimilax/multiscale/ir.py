@@ -282,7 +282,7 @@ _ADAM = optax.scale_by_adam()
 
 @eqx.filter_jit
 def _train_chunk(model, opt_state, pairs, keys, done, total, lr0, augmentation, batch_size):
-    """``len(keys)`` Adam steps with the cosine-decayed rate :math:`\eta_0 (0.05 + 0.95 \cdot
+    r"""``len(keys)`` Adam steps with the cosine-decayed rate :math:`\eta_0 (0.05 + 0.95 \cdot
     \tfrac12 (1 + \cos(\pi i / n)))`, under one ``lax.scan``; module-level so that models of the
     same structure (e.g. with and without conditioning augmentation) share one compilation."""
     params, static = eqx.partition(model, eqx.is_inexact_array)
