@@ -408,25 +408,76 @@ def target_structure(joint: GaussianMixture, target: Float[Array, "p d"], observ
     deviations with ``grid_points`` points per axis (targets of dimension 1 to 3)."""
     from . import functional_inequalities as fi
 
-    T = _matrix(target, "target", (None, joint.dim))
-    cm = None if observe is None else condition(joint, observe, T)
-    O = None if observe is None else _matrix(observe, "observe", (None, joint.dim))
+    T = np.asarray(_matrix(target, "target", (None, joint.dim)))
+    w0, m0, S0 = (np.asarray(a, float) for a in (joint.weights, joint.means, joint.covs))
+    if observe is None:
+        cw = lambda y: w0  # noqa: E731
+        cmeans = lambda y: m0 @ T.T  # noqa: E731
+        ccovs = np.einsum("ij,kjl,ml->kim", T, S0, T)
+        values = np.asarray(draws)[:1]
+    else:  # the same algebra as condition(), in NumPy (many small eager calls are slow in JAX)
+        O = np.asarray(_matrix(observe, "observe", (None, joint.dim)))
+        OSO = np.einsum("ij,kjl,ml->kim", O, S0, O)
+        TSO = np.einsum("ij,kjl,ml->kim", T, S0, O)
+        G = np.swapaxes(np.linalg.solve(OSO, np.swapaxes(TSO, 1, 2)), 1, 2)
+        ccovs = np.einsum("ij,kjl,ml->kim", T, S0, T) - np.einsum("kpm,kqm->kpq", G, TSO)
+        ld = np.linalg.slogdet(OSO)[1]
+
+        def cw(y):
+            r = y[None, :] - m0 @ O.T
+            lp = np.log(w0) - 0.5 * np.einsum("km,km->k", r, np.linalg.solve(OSO, r[..., None])[..., 0]) - 0.5 * ld
+            e = np.exp(lp - lp.max())
+            return e / e.sum()
+
+        cmeans = lambda y: m0 @ T.T + np.einsum("kpm,km->kp", G, y[None, :] - m0 @ O.T)  # noqa: E731
+        values = np.asarray(draws) @ O.T
+    ccovs = 0.5 * (ccovs + np.swapaxes(ccovs, 1, 2))
     recs = []
-    for z in (np.asarray(draws)[:1] if observe is None else np.asarray(draws)):
-        mix = linear_image(joint, T) if cm is None else cm.at(O @ jnp.asarray(z))
-        keep = np.asarray(mix.weights) > 1e-6
-        sub = GaussianMixture(mix.weights[keep], mix.means[keep], mix.covs[keep])
-        K = sub.weights.shape[0]
+    for y in values:
+        w, mu = cw(y), cmeans(y)
+        keep = w > 1e-6
+        w, mu, S = w[keep] / w[keep].sum(), mu[keep], ccovs[keep]
+        K = w.size
         if K > 1:
-            W = jnp.outer(sub.weights, sub.weights) * (1 - jnp.eye(K))
-            sep = float(jnp.sum(W * mahalanobis_separation(sub)) / jnp.sum(W))
+            dlt = mu[:, None, :] - mu[None, :, :]
+            pooled = 0.5 * (S[:, None] + S[None, :])
+            D = np.einsum("ijp,ijp->ij", dlt, np.linalg.solve(pooled, dlt[..., None])[..., 0])
+            W = np.outer(w, w) * (1 - np.eye(K))
+            sep = float(np.sum(W * D) / np.sum(W))
         else:
             sep = 0.0
-        modes = float(jnp.exp(-jnp.sum(sub.weights * jnp.log(sub.weights))))
+        modes = float(np.exp(-np.sum(w * np.log(w))))
+        chol = np.linalg.cholesky(S)
+        ldS = 2 * np.sum(np.log(np.diagonal(chol, axis1=1, axis2=2)), axis=1)
+
+        def log_density(x, w=w, mu=mu, chol=chol, ldS=ldS):
+            x = np.asarray(x)
+            z = np.stack([np.linalg.solve(L, (x - m).T).T for L, m in zip(chol, mu)], axis=1)  # (n, K, p)
+            lp = np.log(w)[None] - 0.5 * np.sum(z**2, -1) - 0.5 * ldS[None]
+            mx = lp.max(1, keepdims=True)
+            return (mx + np.log(np.exp(lp - mx).sum(1, keepdims=True)))[:, 0]
+
+        sub = GaussianMixture(jnp.asarray(w), jnp.asarray(mu), jnp.asarray(S))
         g = fi.box_grid(*fi.mixture_box(sub, width), grid_points)
-        P = fi.poincare_constant(sub.log_prob, g)
-        L = fi.log_sobolev_constant(sub.log_prob, g, poincare=P)
-        recs.append((sep, modes, P.value, L.value, mixture_lsi_bound(sub) / np.log(10)))
+        P = fi.poincare_constant(log_density, g)
+        L = fi.log_sobolev_constant(log_density, g, poincare=P)
+        # the CCNW bound: log max_k lambda_max + max_ij log(1 + chi2_ij), closed form (gaussian_chi2) in NumPy
+        lchi = 0.0
+        for i in range(K):
+            for j in range(K):
+                if i != j:
+                    P1, P2 = np.linalg.inv(S[i]), np.linalg.inv(S[j])
+                    A = 2 * P1 - P2
+                    if np.linalg.eigvalsh(0.5 * (A + A.T))[0] <= 0:
+                        lchi = np.inf
+                        continue
+                    bb = 2 * P1 @ mu[i] - P2 @ mu[j]
+                    cc = 2 * mu[i] @ P1 @ mu[i] - mu[j] @ P2 @ mu[j]
+                    v = (0.5 * np.linalg.slogdet(S[j])[1] - np.linalg.slogdet(S[i])[1] - 0.5 * np.linalg.slogdet(A)[1]
+                         + 0.5 * bb @ np.linalg.solve(A, bb) - 0.5 * cc)
+                    lchi = max(lchi, float(v))
+        bound = (np.log(np.linalg.eigvalsh(S)[:, -1].max()) + lchi) / np.log(10)
+        recs.append((sep, modes, P.value, L.value, bound))
     r = np.array(recs)
     if observe is None:
         r = np.repeat(r, np.asarray(draws).shape[0], axis=0)
