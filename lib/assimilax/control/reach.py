@@ -4,7 +4,7 @@ Lohéac, Trélat & Zuazua :cite:`loheac2017minimal` show that although the heat 
 controllable in arbitrarily short time, steering it between two steady states under a
 *unilateral* constraint (non-negative state, or non-negative control) needs a positive minimal
 time :math:`T_{\min}`. Here the control is the distributed one of
-:class:`~assimilax.control.HeatEquation1D`, :math:`b(x)c(t)` with :math:`b \ge 0`, and the
+:class:`~assimilax.control.heat.HeatEquation1D`, :math:`b(x)c(t)` with :math:`b \ge 0`, and the
 one-sided constraint is :math:`c \ge 0` (a heater that cannot cool). The steady state of a
 constant control :math:`\bar c` is :math:`\bar u = \bar c\,(-\kappa\Delta_h)^{-1} b`.
 
@@ -118,7 +118,7 @@ def minimal_time(model: HeatEquation1D, actuator, u0, u1, tolerance: float, *, n
                  n_steps: int = 40, t_low: float = 1e-4, t_high: float = 2.0, iterations: int = 30,
                  bound_only: bool = False) -> float:
     r"""Bisection for :math:`T^\ast(\varepsilon) = \inf\{T : e(T) \le \varepsilon\}` on
-    ``[t_low, t_high]`` (``iterations`` halvings; :math:`e` is non-increasing in :math:`T` between
+    ``[t_low, t_high]`` (``iterations`` geometric halvings of :math:`\log T`; :math:`e` is non-increasing in :math:`T` between
     steady states, since holding the initial steady control first is always admissible). With
     ``bound_only=True`` it bisects the certificate :math:`e_{\rm lb}` instead, which gives a lower
     bound of the constrained :math:`T^\ast`. Returns ``t_low`` if already reached there and
@@ -139,6 +139,6 @@ def minimal_time(model: HeatEquation1D, actuator, u0, u1, tolerance: float, *, n
     if not ok(hi):
         return float("inf")
     for _ in range(int(iterations)):
-        mid = 0.5 * (lo + hi)
+        mid = float(np.sqrt(lo * hi))  # geometric: relative precision (hi/lo)^(2^-iterations)
         lo, hi = (lo, mid) if ok(mid) else (mid, hi)
     return hi

@@ -1,6 +1,6 @@
 r"""Optimal tracking control of the heat equation under a directional safety constraint.
 
-**The problem.** On the heat equation :eq:`ctl-heat` (:class:`~assimilax.control.HeatEquation1D`)
+**The problem.** On the heat equation :eq:`ctl-heat` (:class:`~assimilax.control.heat.HeatEquation1D`)
 with a known thermal load :math:`q`, choose the control sequence :math:`c_0, \dots, c_{K-1}`
 (bounded, :math:`c_{\min} \le c_k \le c_{\max}`) that minimises the quadratic tracking cost
 
@@ -60,7 +60,7 @@ METHODS = ("unconstrained", "penalised", "filtered")
 class SafeTrackingProblem(NamedTuple):
     r"""The tracking problem :eq:`ctl-cost` with the directional constraint :eq:`ctl-dcbf`.
 
-    - `model`: the :class:`~assimilax.control.HeatEquation1D` (its ``dt`` is the control period).
+    - `model`: the :class:`~assimilax.control.heat.HeatEquation1D` (its ``dt`` is the control period).
     - `actuator`: :math:`b`, shape ``(n,)``.
     - `sensor`: :math:`s`, shape ``(n,)`` (weights of the sensed temperature :math:`s^\top u`).
     - `target`: :math:`u^\star`, shape ``(n,)``.
