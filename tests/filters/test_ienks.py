@@ -1,7 +1,8 @@
 """The iterative ensemble Kalman smoother against independent references: on a deterministic
-linear model with linear observations its Gauss--Newton cost is quadratic, so with lag 0 (and
-with lag 1) it reproduces the ETKF (already tested against the Kalman update) to rounding, for
-one iteration and for several; on Lorenz-63 sakov2012 it reaches the range DAPPER publishes
+linear model with linear observations its Gauss--Newton cost is quadratic and the model commutes
+with the ensemble transform, so for every lag (0 to 3: windows of 0 to 3 cycles, the first ones
+shorter) the analyses reproduce the ETKF (tested against the Kalman update) to rounding, for one
+iteration and for several; on Lorenz-63 sakov2012 it reaches the range DAPPER publishes
 for iEnKS('Sqrt', N=10, infl=1.02, rot=True) (0.31) and beats the ETKF of the same size."""
 import jax
 import jax.numpy as jnp
@@ -10,7 +11,7 @@ import pytest
 
 from assimilax import simulate
 from assimilax.configs import LORENZ63_SAKOV2012
-from assimilax.filters import ensemble_kalman_filter, iterative_ensemble_kalman_smoother, kalman_filter
+from assimilax.filters import ensemble_kalman_filter, iterative_ensemble_kalman_smoother
 from assimilax.models import DynamicalModel, LinearGaussian
 from assimilax.observations import LinearObservation
 
@@ -39,7 +40,7 @@ def _linear_problem(T=12, N=6, d=4, seed=0):
     return model, obs, ys, E0
 
 
-@pytest.mark.parametrize("lag", [0, 1])
+@pytest.mark.parametrize("lag", [0, 1, 2, 3])
 @pytest.mark.parametrize("n_iterations", [1, 3])
 def test_linear_model_equals_etkf(lag, n_iterations):
     with jax.enable_x64(True):
@@ -53,23 +54,6 @@ def test_linear_model_equals_etkf(lag, n_iterations):
         np.testing.assert_allclose(ienks.analysis_spread, etkf.analysis_spread, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(ienks.ensembles, etkf.ensembles, rtol=1e-9, atol=1e-10)
         np.testing.assert_allclose(ienks.forecast_mean, etkf.forecast_mean, rtol=1e-9, atol=1e-10)
-
-
-def test_lag_two_smoother_converges_to_kalman_filter():
-    """Lag 2 on a linear model: each window's update is exact in ensemble space, so with many
-    members the analysis at the window's end is the Kalman filter's mean (Monte Carlo error
-    only, N = 2000)."""
-    with jax.enable_x64(True):
-        model, obs, ys, _ = _linear_problem(T=10)
-        d = model.dim
-        lg = LinearGaussian(model.A, 1e-12 * jnp.eye(d))
-        kf = kalman_filter(lg, obs, ys, jnp.zeros(d), jnp.eye(d))
-        E0 = jax.random.normal(jax.random.key(3), (2000, d), dtype=jnp.float64)
-        res = iterative_ensemble_kalman_smoother(model, obs, ys, E0, key=jax.random.key(1), lag=2,
-                                                 n_iterations=2, store_ensembles=False)
-        sd = np.sqrt(np.diagonal(np.asarray(kf.filtered_covs), axis1=1, axis2=2))
-        z = (np.asarray(res.analysis_mean) - np.asarray(kf.filtered_means)) / sd
-        assert np.sqrt(np.mean(z**2)) < 0.08  # Monte Carlo error ~ 1/sqrt(2000) = 0.022 per entry
 
 
 def test_lorenz63_sakov2012_reaches_published_range():
