@@ -24,6 +24,8 @@ __all__ = [
 
 # Mixtures of experts for switching dynamics (issue 18).
 from . import moe  # noqa: E402
-from .moe import MixtureOfExperts, MoELossWeights, epsilon_net_bound, fit_moe, moe_loss  # noqa: E402
+from .moe import (AttentionRouter, GateRouter, MixtureOfExperts, MoELossWeights, Routing, epsilon_net_bound,  # noqa: E402
+                  fit_moe, moe_loss)
 
-__all__ += ["moe", "MixtureOfExperts", "MoELossWeights", "fit_moe", "moe_loss", "epsilon_net_bound"]
+__all__ += ["moe", "MixtureOfExperts", "GateRouter", "AttentionRouter", "Routing", "MoELossWeights", "fit_moe",
+            "moe_loss", "epsilon_net_bound"]
