@@ -18,6 +18,19 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("assimilax", max_examples=15, deadline=None, derandomize=True)
 settings.load_profile("assimilax")
 
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_compiled_programs():
+    """Drop JAX's compiled programs after every test module. The suite compiles thousands of
+    XLA programs in one process; kept alive, their memory mappings and code pages accumulate
+    (a full run at f9ccd8f died with a segmentation fault inside XLA's compiler after about
+    400 tests, while each module alone passes). Modules do not share compiled state on purpose,
+    so this costs only the recompilation of library functions that several modules call."""
+    yield
+    jax.clear_caches()
+
 
 # ---------------------------------------------------------------------------------------------
 # The executed book, built once per test session and shared by tests/test_chapters.py (build,
@@ -29,7 +42,6 @@ import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
-import pytest  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
