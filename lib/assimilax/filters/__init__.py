@@ -1,8 +1,8 @@
 """Filters: Kalman, RTS, EKF, ensemble Kalman (perturbed-obs, ETKF, LETKF), particle filter,
 score-based filters (EnSF, SF). All share the time convention and result types of ``_types``."""
 from ._types import EnsembleFilterResult, GaussianFilterResult, ScoreFilterResult, SmootherResult
-from .diffusion_da import (DiffusionTargets, climatology_diffusion_filter, cycled_diffusion_filter, diffusion_targets,
-                           hybrid_diffusion_filter, soad_filter)
+from .diffusion_da import (DiffusionTargets, GaussianTarget, climatology_diffusion_filter, cycled_diffusion_filter,
+                           diffusion_targets, hybrid_diffusion_filter, soad_filter)
 from .ekf import extended_kalman_filter
 from . import localization
 from .enkf import ensemble_kalman_filter, gaspari_cohn
@@ -40,5 +40,6 @@ __all__ = [
     "soad_filter",
     "diffusion_targets",
     "DiffusionTargets",
+    "GaussianTarget",
     "PreconditionedScore",
 ]

@@ -49,11 +49,11 @@ unless asked otherwise).
 
 **Cost.** A convolutional network costs in proportion to the grid points it processes. Training
 and sampling costs are counted in network evaluations and in point evaluations (evaluations
-times grid points, :func:`training_cost`, :func:`sampling_cost`); equal training compute for the
+times grid points, :func:`~assimilax.multiscale.training_cost`, :func:`~assimilax.multiscale.sampling_cost`); equal training compute for the
 one-shot model means a batch scaled by :math:`\sum_r (n_{r+1}/n_R)^{d}`
-(:func:`matched_batch_size`).
+(:func:`~assimilax.multiscale.matched_batch_size`).
 
-**Super-resolved DA** (:func:`super_resolved_filter`): from a sequence of low-resolution
+**Super-resolved DA** (:func:`~assimilax.multiscale.super_resolved_filter`): from a sequence of low-resolution
 observations :math:`y_t = P^{r_0} x_t + \eta_t` each member :math:`i` of an ensemble is refined
 from :math:`y_t`, conditioned on its own previous reconstruction :math:`x^{R,(i)}_{t-1}`.
 """
