@@ -17,7 +17,7 @@ $(STAMP): requirements.txt pyproject.toml
 install: $(STAMP)
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=40
 
 book: $(STAMP)
 	rm -rf _build
