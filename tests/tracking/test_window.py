@@ -72,3 +72,33 @@ def test_circular_metrics_against_numpy():
     assert abs(float(wrap_angle(circular_mean(jnp.asarray(s)) - np.pi))) < 0.01
     assert bool(circular_interval_contains(jnp.asarray(s), np.pi + 0.1))
     assert not bool(circular_interval_contains(jnp.asarray(s), np.pi + 0.3))
+
+
+def test_rate_prior_gives_the_map_fit():
+    """With omega_prior=(m, s) and sigma, the rate minimises the penalised least-squares objective
+    -w |mean_j z_j exp(-i omega s_j)|^2 / sigma^2 + (omega - m)^2 / s^2 (the Gaussian MAP with a flat
+    prior on c), found by SciPy's bounded scalar search; it lies between the least-squares rate and m."""
+    from scipy.optimize import minimize_scalar
+
+    rng = np.random.default_rng(0)
+    t = 0.1 * np.arange(1, 41)
+    th = 0.3 + 3.4 * t
+    sig, om0, sd, w = 0.3, 3.0, 0.5, 5
+    ys = 0.7 * np.stack([np.cos(th), np.sin(th)], 1) + sig * rng.normal(size=(40, 2))
+    est = window_estimator(jnp.asarray(ys), jnp.asarray(t), w, sigma=sig, omega_prior=(om0, sd))
+    free = window_estimator(jnp.asarray(ys), jnp.asarray(t), w)
+    zz, s = ys[-w:, 0] + 1j * ys[-w:, 1], t[-w:] - t[-1]
+    obj = lambda om: -w * np.abs(np.mean(zz * np.exp(-1j * om * s))) ** 2 / sig**2 + (om - om0) ** 2 / sd**2  # noqa: E731
+    res = minimize_scalar(obj, bounds=(1.0, 6.0), method="bounded", options={"xatol": 1e-12})
+    np.testing.assert_allclose(est.rate[-1], res.x, atol=1e-5)
+    assert om0 < float(est.rate[-1]) < float(free.rate[-1])  # shrunk from the free fit towards the prior
+    c = np.mean(zz * np.exp(-1j * float(est.rate[-1]) * s))
+    np.testing.assert_allclose(est.phase[-1], np.angle(c), atol=1e-12)
+    # a vanishing prior weight is the least-squares fit (after the first row); a prior needs sigma
+    weak = window_estimator(jnp.asarray(ys), jnp.asarray(t), w, sigma=1e-6, omega_prior=(om0, sd))
+    np.testing.assert_allclose(weak.rate[1:], free.rate[1:], atol=1e-9)
+    assert float(weak.rate[0]) == om0 and float(free.rate[0]) == 0.0  # one observation: the prior mean, or 0
+    with pytest.raises(ValueError, match="sigma"):
+        window_estimator(jnp.asarray(ys), jnp.asarray(t), w, omega_prior=(om0, sd))
+    with pytest.raises(ValueError, match="omega_std"):
+        window_estimator(jnp.asarray(ys), jnp.asarray(t), w, sigma=sig, omega_prior=(om0, 0.0))

@@ -212,11 +212,14 @@ def track_augmented_ekf(ys: Float[Array, "T 2"], sigma: float, *, steps_per_obs:
 def track_augmented_pf(ys: Float[Array, "T 2"], sigma: float, *, key: PRNGKeyArray, n_particles: int = 1000,
                        steps_per_obs: int = 10, dt: float = 0.01,
                        q_state: float = 0.02, q_z=None, q_omega: float = 0.5, mean0=None, cov0=None,
-                       omega_guess: float = OMEGA_GUESS, resample_threshold: float = 0.5, **params):
+                       omega_guess: float = OMEGA_GUESS, resample_threshold: float = 0.5, jitter=0.0, **params):
     r"""Bootstrap particle filter (:func:`assimilax.filters.particle_filter`) on the augmented Langford
     model; a nonlinear reference for the EKFs. Phase and amplitude are the particle averages of
     :math:`e^{i\theta}` (circular mean) and of :math:`r`; the prediction is the forecast mean of
-    :math:`(x, y)`. Needs model noise (``q_state``, ``q_omega`` > 0) for particle diversity.
+    :math:`(x, y)`. Needs model noise (``q_state``, ``q_omega`` > 0) for particle diversity;
+    ``jitter`` :math:`h \ge 0` adds the regularisation of :func:`~assimilax.filters.particle_filter`
+    (DAPPER's ``reg``) after resampling. ``q_state``, ``q_omega``, ``jitter`` and
+    ``resample_threshold`` may be traced (``jax.vmap`` over a tuning grid).
 
     **Returns:** ``(TrackingEstimate, EnsembleFilterResult)``.
     """
@@ -227,7 +230,7 @@ def track_augmented_pf(ys: Float[Array, "T 2"], sigma: float, *, key: PRNGKeyArr
     k0, k1 = jax.random.split(key)
     E0 = mean0[None, :] + jax.random.normal(k0, (n_particles, 4), dtype=mean0.dtype) @ jnp.linalg.cholesky(cov0).T
     res = particle_filter(model, obs, ys, E0, key=k1, steps_per_obs=steps_per_obs,
-                          resample_threshold=resample_threshold, store_ensembles=True)
+                          resample_threshold=resample_threshold, jitter=jitter, store_ensembles=True)
     E = res.ensembles  # (T, N, 4)
     th = jnp.arctan2(E[..., 1], E[..., 0])
     phase = jnp.arctan2(jnp.mean(jnp.sin(th), axis=1), jnp.mean(jnp.cos(th), axis=1))

@@ -45,7 +45,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .._validation import check_observations, check_positive_int, check_shape
+from .._validation import check_observations, check_positive_int, check_shape, is_concrete
 from ._types import TrackingEstimate
 
 _N_REFINE = 3
@@ -57,8 +57,9 @@ def _demodulate(x, y, s, w, rate):
     return jnp.sum(w * (x * c + y * sn)) / W, jnp.sum(w * (y * c - x * sn)) / W, c, sn
 
 
-def _fit_window(Y, s, w, n_refine=_N_REFINE):
-    """Y (w, 2) observations, s (w,) times relative to the window end, w (w,) 0/1 weights."""
+def _fit_window(Y, s, w, prior_mean, prior_weight, n_refine=_N_REFINE):
+    """Y (w, 2) observations, s (w,) times relative to the window end, w (w,) 0/1 weights;
+    prior_weight = sigma^2 / s_omega^2 (0: no prior on the rate), prior_mean the prior's rate."""
     x, y = Y[:, 0], Y[:, 1]
     wp = w[1:] * w[:-1]  # pairs of valid neighbours
     re = jnp.sum(wp * (x[1:] * x[:-1] + y[1:] * y[:-1]))  # Re sum z_{j+1} conj(z_j)
@@ -66,7 +67,7 @@ def _fit_window(Y, s, w, n_refine=_N_REFINE):
     n_pairs = jnp.sum(wp)
     delta = jnp.sum(wp * (s[1:] - s[:-1])) / jnp.maximum(n_pairs, 1.0)
     ok = n_pairs > 0
-    rate = jnp.where(ok, jnp.arctan2(im, re) / jnp.where(ok, delta, 1.0), 0.0)
+    rate = jnp.where(ok, jnp.arctan2(im, re) / jnp.where(ok, delta, 1.0), prior_mean)
     for _ in range(n_refine):  # Gauss-Newton steps of the least-squares sinusoid fit
         cr, ci, c, sn = _demodulate(x, y, s, w, rate)
         # residual angle of z_j e^{-i rate s_j} relative to the fitted vector (no unwrapping)
@@ -77,22 +78,26 @@ def _fit_window(Y, s, w, n_refine=_N_REFINE):
         A = jnp.sum(a)
         s_bar = jnp.sum(a * s) / A
         d_bar = jnp.sum(a * d) / A
-        den = jnp.sum(a * (s - s_bar) ** 2)
-        step = jnp.sum(a * (s - s_bar) * (d - d_bar)) / jnp.where(den > 0, den, 1.0)
+        # penalised Gauss-Newton step: the Gaussian log-likelihood of the angles has weights
+        # |c||z_j|/sigma^2; the prior adds (rate + step - prior_mean)^2 / s_omega^2
+        c_abs = jnp.hypot(cr, ci)
+        den = c_abs * jnp.sum(a * (s - s_bar) ** 2) + prior_weight
+        num = c_abs * jnp.sum(a * (s - s_bar) * (d - d_bar)) + prior_weight * (prior_mean - rate)
+        step = num / jnp.where(den > 0, den, 1.0)
         rate = rate + jnp.where(ok & (den > 0), step, 0.0)
     cr, ci, _, _ = _demodulate(x, y, s, w, rate)
     return jnp.arctan2(ci, cr), jnp.hypot(cr, ci), rate
 
 
 @functools.partial(jax.jit, static_argnums=(2,))
-def _window_estimator(ys, times, window):
+def _window_estimator(ys, times, window, prior_mean, prior_weight):
     T = ys.shape[0]
     idx = jnp.arange(T)[:, None] - (window - 1) + jnp.arange(window)[None, :]  # (T, w)
     valid = (idx >= 0).astype(ys.dtype)
     idxc = jnp.clip(idx, 0, T - 1)
     Y = ys[idxc]  # (T, w, 2)
     s = times[idxc] - times[:, None]
-    phase, amp, rate = jax.vmap(_fit_window)(Y, s, valid)
+    phase, amp, rate = jax.vmap(_fit_window, in_axes=(0, 0, 0, None, None))(Y, s, valid, prior_mean, prior_weight)
     # forecast of ys[t+1] from the window ending at t, shifted so that row t predicts ys[t]
     gap = jnp.concatenate([times[1:] - times[:-1], times[-1:] - times[-2:-1]]) if T > 1 else jnp.zeros_like(times)
     ang = phase + rate * gap
@@ -101,13 +106,27 @@ def _window_estimator(ys, times, window):
     return TrackingEstimate(phase, amp, rate, prediction)
 
 
-def window_estimator(ys: Float[Array, "T 2"], times: Float[Array, " T"], window: int) -> TrackingEstimate:
+def window_estimator(ys: Float[Array, "T 2"], times: Float[Array, " T"], window: int, *, sigma=None,
+                     omega_prior=None) -> TrackingEstimate:
     r"""Sliding-window phase, amplitude and rate estimates (see the module docstring).
 
     **Arguments:** ``ys`` ``(T, 2)`` noisy observations of :math:`(x, y)` (pass ``ys[:, :2]`` if z is
     also observed); ``times`` ``(T,)`` their times; ``window`` :math:`w \ge 2` (static). For
     :math:`t < w - 1` the window holds the :math:`t + 1` available observations (at :math:`t = 0` the
-    rate is 0).
+    rate is 0, or the prior mean).
+
+    With ``omega_prior=(omega_mean, omega_std)`` and the noise std ``sigma`` (the information the
+    filters of :mod:`assimilax.tracking.filters` are given), the rate is the maximum a posteriori
+    estimate under the prior :math:`\omega \sim \mathcal N(\bar\omega, s_\omega^2)` and the
+    Gaussian likelihood of the window,
+
+    .. math:: \hat\omega = \arg\min_\omega\ \min_c \sum_j \frac{|z_j - c\,e^{i\omega s_j}|^2}{\sigma^2}
+              + \frac{(\omega - \bar\omega)^2}{s_\omega^2},
+
+    found by the same Gauss--Newton steps with the prior's curvature :math:`\sigma^2/s_\omega^2`
+    added (relative to the likelihood's :math:`|\hat c| \sum_j |z_j|(s_j - \bar s)^2`); its fixed
+    point is the stationary point of this objective. Without a prior ``sigma`` is not needed
+    (least squares does not depend on it). ``sigma`` and ``omega_prior`` may be traced.
 
     **Returns:** :class:`TrackingEstimate` (``prediction[t]`` is the forecast of ``ys[t]`` from the
     window ending at ``t - 1``; row 0 is zero). Pure and jit-compiled; ``jax.vmap`` over series
@@ -119,7 +138,18 @@ def window_estimator(ys: Float[Array, "T 2"], times: Float[Array, " T"], window:
     ys, times = jnp.asarray(ys), jnp.asarray(times)
     check_observations(ys, 2, "ys")
     check_shape(times, (ys.shape[0],), "times")
-    return _window_estimator(ys, times, int(window))
+    if omega_prior is None:
+        prior_mean, prior_weight = jnp.zeros((), ys.dtype), jnp.zeros((), ys.dtype)
+    else:
+        if sigma is None:
+            raise ValueError("omega_prior needs the noise std sigma (the prior's weight is sigma^2 / omega_std^2)")
+        omega_mean, omega_std = omega_prior
+        for name, v in (("sigma", sigma), ("omega_std", omega_std)):
+            if is_concrete(v) and not float(v) > 0:
+                raise ValueError(f"{name} must be positive, got {v!r}")
+        prior_mean = jnp.asarray(omega_mean, ys.dtype)
+        prior_weight = jnp.asarray(sigma, ys.dtype) ** 2 / jnp.asarray(omega_std, ys.dtype) ** 2
+    return _window_estimator(ys, times, int(window), prior_mean, prior_weight)
 
 
 __all__ = ["window_estimator"]
