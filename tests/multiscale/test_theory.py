@@ -254,3 +254,24 @@ def test_score_kl_bound_of_a_constant_offset():
     a, b = sde.t_min, sde.t_max
     int_g2 = sde.beta_min * (b - a) + 0.5 * (sde.beta_max - sde.beta_min) * (b**2 - a**2)
     np.testing.assert_allclose(float(got), 0.5 * float(c @ c) * int_g2, rtol=0.05)
+
+
+def test_target_geometry_against_the_mixture_at_each_value():
+    from assimilax.multiscale.theory import target_geometry
+    rng = np.random.default_rng(21)
+    mix = _random_mixture(rng, 3, 3)
+    O, T = jnp.asarray(rng.normal(size=(1, 3))), jnp.asarray(rng.normal(size=(2, 3)))
+    cm = condition(mix, O, T)
+    values = mix.sample(jax.random.PRNGKey(22), 4) @ O.T
+    geo = target_geometry(cm, values)
+    for n in range(4):
+        m = cm.at(values[n])
+        np.testing.assert_allclose(geo.cov_max[n], float(jnp.linalg.eigvalsh(m.cov())[-1]), rtol=1e-10)
+        mu, keep = np.asarray(m.means), np.flatnonzero(np.asarray(m.weights) > 1e-6)  # components that carry weight
+        ref = max(np.linalg.norm(mu[i] - mu[j]) for i in keep for j in keep)
+        np.testing.assert_allclose(geo.diameter[n], ref, rtol=1e-10)
+    eig = np.linalg.eigvalsh(np.asarray(cm.covs))
+    assert geo.comp_min == pytest.approx(eig.min()) and geo.comp_max == pytest.approx(eig.max())
+    assert not geo.shared  # random component covariances
+    shared = GaussianMixture(jnp.ones(2), jnp.array([[0.0, 1.0], [2.0, -1.0]]), jnp.stack([jnp.eye(2)] * 2))
+    assert target_geometry(condition(shared, jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 1.0]])), jnp.zeros((1, 1))).shared

@@ -368,13 +368,58 @@ def chi2_divergence(mixture: GaussianMixture) -> Float[Array, "K K"]:
 
 def mixture_lsi_bound(mixture: GaussianMixture) -> float:
     r"""The upper bound on the log-Sobolev (hence also the Poincaré) constant of a finite mixture
-    from :cite:`chen2021dimensionfree` (Theorem 1): components with log-Sobolev constants
-    :math:`C_k = \lambda_{\max}(\Sigma_k)` (Gaussians) and pairwise
-    :math:`K_{\chi^2} = \max_{i,j}\chi^2(p_i\|p_j)` give :math:`C_{\rm LS} \le \max_k C_k\,(1 + K_{\chi^2})`.
-    Returned as its logarithm, :math:`\log\max_k C_k + \max_{ij}\log(1+\chi^2_{ij})` (it overflows
-    quickly), a float."""
+    in the form of :cite:`chen2021dimensionfree`: components with log-Sobolev constants
+    :math:`C_k = \lambda_{\max}(\Sigma_k)` (Gaussians; the largest one enters) and
+    :math:`K_{\chi^2} = \max_{i \ne j}\chi^2(p_i\|p_j)`, the largest :math:`\chi^2(p_i\|p_j) = \int p_i^2/p_j - 1`
+    over *ordered* pairs of components (it is not symmetric when the covariances differ, and is
+    infinite unless :math:`2\Sigma_i^{-1} - \Sigma_j^{-1} \succ 0`), give
+    :math:`C_{\rm LS} \le \max_k C_k\,(1 + K_{\chi^2})`, whatever the weights. Returned as its
+    logarithm, :math:`\log\max_k C_k + \max_{ij}\log(1+\chi^2_{ij})` (it overflows quickly), a float.
+
+    Checks (``tests/multiscale/test_functional_inequalities.py``): it is never below the numerically
+    computed :math:`C_{\rm P}` and :math:`C_{\rm LS}` on a family of 1-D mixtures of two and three
+    components (balanced and lopsided weights, equal and unequal variances); its two ingredients
+    agree with :math:`\chi^2` by quadrature and the largest component variance; for identical
+    components it is :math:`\lambda_{\max}(\Sigma)`, the closed form of the Gaussian constant. The
+    numerical factor in front of :math:`\max_k C_k(1 + K_{\chi^2})` has not been checked against the
+    paper's theorem (its text could not be retrieved when these checks were written): a larger
+    factor there would make this value smaller than the published bound, and the tests above are
+    what it rests on."""
     comp = jnp.max(jnp.linalg.eigvalsh(mixture.covs)[:, -1])
     return float(jnp.log(comp) + jnp.max(chi2_divergence(mixture)))
+
+
+class TargetGeometry(NamedTuple):
+    """Per condition (rows): ``cov_max`` the largest eigenvalue of the target's total covariance,
+    ``diameter`` the largest distance between the means of components with weight above
+    ``1e-6``; ``comp_min``, ``comp_max`` the extreme eigenvalues of the component covariances and
+    ``shared`` whether all components share one covariance (to ``1e-10`` relative)."""
+
+    cov_max: np.ndarray
+    diameter: np.ndarray
+    comp_min: float
+    comp_max: float
+    shared: bool
+
+
+def target_geometry(conditional: ConditionalMixture, values: Float[Array, "n m"]) -> TargetGeometry:
+    r"""Scales of the conditional mixture :math:`p(u\mid y)` at each row of ``values``: the largest
+    eigenvalue of its covariance :math:`\sum_k\tilde w_k(\Sigma_k + \mu_k\mu_k^\top) - \bar\mu\bar\mu^\top`
+    (every Poincaré constant is at least this, with equality for a Gaussian, since linear test
+    functions are admissible), the diameter of its component means, and the component covariances'
+    spectrum: the quantities the sample-complexity bounds of :cite:`koehler2023statistical` and
+    :cite:`qin2023fit` are stated in. A :class:`TargetGeometry`."""
+    w, mu = conditional.weights_means(jnp.asarray(values))
+    w, mu, S = np.asarray(w), np.asarray(mu), np.asarray(conditional.covs)
+    mbar = np.einsum("nk,nkp->np", w, mu)
+    cov = np.einsum("nk,kpq->npq", w, S) + np.einsum("nk,nkp,nkq->npq", w, mu, mu) - np.einsum("np,nq->npq", mbar, mbar)
+    keep = w > 1e-6
+    dist = np.linalg.norm(mu[:, :, None, :] - mu[:, None, :, :], axis=-1)
+    diameter = np.max(np.where(keep[:, :, None] & keep[:, None, :], dist, 0.0), axis=(1, 2))
+    eig = np.linalg.eigvalsh(0.5 * (S + np.swapaxes(S, 1, 2)))
+    shared = bool(np.abs(S - S[:1]).max() <= 1e-10 * max(np.abs(S).max(), 1e-300))
+    return TargetGeometry(np.linalg.eigvalsh(0.5 * (cov + np.swapaxes(cov, 1, 2)))[:, -1], diameter,
+                          float(eig.min()), float(eig.max()), shared)
 
 
 def kl_monte_carlo(log_p, log_q, samples: Float[Array, "n d"]) -> tuple[float, float]:
@@ -569,6 +614,6 @@ def train_score_batch(sde, nets, data: Float[Array, "B n p"], cond: Float[Array,
 
 __all__ = ["ConditionalMixture", "HierarchyCoordinates", "affine_pushforward", "chi2_divergence", "condition",
            "conditional_log_prob", "conditional_sample", "conditional_score", "detail_basis", "energy_distance",
-           "score_kl_bound", "train_score_batch", "TargetStructure", "target_structure", "gaussian_chi2",
+           "score_kl_bound", "train_score_batch", "TargetGeometry", "TargetStructure", "target_geometry", "target_structure", "gaussian_chi2",
            "hierarchy_coordinates", "kl_monte_carlo", "linear_image", "mahalanobis_separation", "mixture_lsi_bound",
            "transition_joint"]
