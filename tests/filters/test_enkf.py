@@ -9,21 +9,8 @@ import pytest
 from assimilax import simulate
 from assimilax.configs import LORENZ96_SAKOV2008
 from assimilax.filters import ensemble_kalman_filter, gaspari_cohn, kalman_filter
-from assimilax.models import DynamicalModel, LinearGaussian
+from assimilax.models import LinearGaussian
 from assimilax.observations import LinearObservation, NonlinearObservation
-
-
-class DeterministicLinear(DynamicalModel):
-    """x -> A x without model noise (so the forecast ensemble has exactly known moments)."""
-
-    A: jax.Array = None
-
-    @property
-    def dim(self):
-        return self.A.shape[0]
-
-    def step(self, x, t=0.0):
-        return self.A @ x
 
 
 def _ensemble_with_moments(rng, m, P, N):
@@ -56,9 +43,9 @@ def _problem(seed=0, d=4, m=3, N=9):
 
 @pytest.mark.parametrize("rotate", [False, True])
 @pytest.mark.parametrize("inflation", [1.0, 1.1])
-def test_one_etkf_analysis_equals_kalman_update(rotate, inflation):
+def test_one_etkf_analysis_equals_kalman_update(rotate, inflation, deterministic_linear):
     A, P, mu, H, R, y, E0 = _problem()
-    model, obs = DeterministicLinear(A=jnp.asarray(A)), LinearObservation(H, R)
+    model, obs = deterministic_linear(A=jnp.asarray(A)), LinearObservation(H, R)
     res = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), inflation=inflation, rotate=rotate)
     mf, Pf = A @ mu, inflation**2 * A @ P @ A.T  # inflation multiplies anomalies
     ma, Pa = _kalman_update(mf, Pf, H, R, y)
@@ -70,9 +57,9 @@ def test_one_etkf_analysis_equals_kalman_update(rotate, inflation):
     np.testing.assert_allclose(float(res.analysis_spread[0]), np.sqrt(np.mean(np.diag(Pa))), rtol=1e-9)
 
 
-def test_rotation_changes_members_but_not_moments():
+def test_rotation_changes_members_but_not_moments(deterministic_linear):
     A, P, mu, H, R, y, E0 = _problem(seed=3)
-    model, obs = DeterministicLinear(A=jnp.asarray(A)), LinearObservation(H, R)
+    model, obs = deterministic_linear(A=jnp.asarray(A)), LinearObservation(H, R)
     kw = dict(key=jax.random.PRNGKey(1))
     E_plain = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, **kw).ensembles[0])
     E_rot = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, rotate=True, **kw).ensembles[0])
@@ -80,13 +67,13 @@ def test_rotation_changes_members_but_not_moments():
     np.testing.assert_allclose(E_rot.mean(0), E_plain.mean(0), rtol=1e-10)
 
 
-def test_letkf_with_huge_radius_equals_etkf_and_kalman():
+def test_letkf_with_huge_radius_equals_etkf_and_kalman(deterministic_linear):
     d = 6
     rng = np.random.default_rng(5)
     A, P, mu, _, _, _, E0 = _problem(seed=5, d=d, m=3, N=9)
     obs = LinearObservation.every_kth(d, 2, np.array([0.7, 1.0, 1.3]))
     y = rng.standard_normal(3)
-    model = DeterministicLinear(A=jnp.asarray(A))
+    model = deterministic_linear(A=jnp.asarray(A))
     res = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), localization_radius=1e9)
     ma, Pa = _kalman_update(A @ mu, A @ P @ A.T, np.asarray(obs.H), np.asarray(obs.R), y)
     Ea = np.asarray(res.ensembles[0])
@@ -94,13 +81,13 @@ def test_letkf_with_huge_radius_equals_etkf_and_kalman():
     np.testing.assert_allclose(np.cov(Ea.T), Pa, rtol=1e-8, atol=1e-11)
 
 
-def test_letkf_local_update_uses_only_nearby_observations():
+def test_letkf_local_update_uses_only_nearby_observations(deterministic_linear):
     # one observation at site 0 of a 20-site ring, radius 1: sites farther than 2 * 1.82 are untouched
     d, N = 20, 6
     rng = np.random.default_rng(0)
     E0 = rng.standard_normal((N, d))
     obs = LinearObservation.partial([0], d, 0.5)
-    model = DeterministicLinear(A=jnp.eye(d))
+    model = deterministic_linear(A=jnp.eye(d))
     res = ensemble_kalman_filter(model, obs, np.array([[3.0]]), E0, key=jax.random.PRNGKey(0), localization_radius=1.0)
     Ea = np.asarray(res.ensembles[0])
     far = [i for i in range(d) if min(i, d - i) > 2 * 1.82]
@@ -175,13 +162,13 @@ def test_same_key_same_result_and_jit_vmap_over_keys():
 
 
 @pytest.mark.parametrize("localization_radius", [None, 1e6])
-def test_nonlinear_observation_analysis_equals_numpy_etkf(localization_radius):
+def test_nonlinear_observation_analysis_equals_numpy_etkf(localization_radius, deterministic_linear):
     """A cubic observation of one component, applied per member: the first analysis ensemble equals
     an independent NumPy ETKF with the observed anomalies Y = h(E^f) - mean (no Jacobian), for the
     global ETKF and for the LETKF with a taper that is 1 to 1e-12 at these distances."""
     rng = np.random.default_rng(4)
     A = np.array([[0.9, 0.2], [-0.1, 0.95]])
-    model = DeterministicLinear(A=jnp.asarray(A), dt=1.0)
+    model = deterministic_linear(A=jnp.asarray(A), dt=1.0)
     obs = NonlinearObservation("cubic", 2, 0.5, indices=[0])
     E0 = 1.0 + 0.5 * rng.standard_normal((30, 2))
     y = np.array([1.7])
@@ -233,7 +220,7 @@ def test_letkf_lorenz96_sakov_oke_2008(l96_problem):
     assert rmse < ref.rmse + 0.13, (rmse, ref.rmse)  # 300 cycles, one seed: within 0.13 of the published
 
 
-def test_letkf_on_2d_grid_updates_only_sites_within_the_cutoff():
+def test_letkf_on_2d_grid_updates_only_sites_within_the_cutoff(deterministic_linear):
     # one observation at (0, 0) of a periodic 10 x 12 grid, radius 1: sites farther than 2 * 1.82
     # (Euclidean, minimum image) are untouched, the periodic neighbours across both edges are updated
     from assimilax.filters import PeriodicGrid2D
@@ -243,7 +230,7 @@ def test_letkf_on_2d_grid_updates_only_sites_within_the_cutoff():
     rng = np.random.default_rng(1)
     E0 = rng.standard_normal((N, d))
     obs = LinearObservation.partial([0], d, 0.5)
-    model = DeterministicLinear(A=jnp.eye(d))
+    model = deterministic_linear(A=jnp.eye(d))
     res = ensemble_kalman_filter(model, obs, np.array([[3.0]]), E0, key=jax.random.PRNGKey(0),
                                  localization_radius=1.0, localization=PeriodicGrid2D(n1, n2))
     Ea = np.asarray(res.ensembles[0])
@@ -259,7 +246,7 @@ def test_letkf_on_2d_grid_updates_only_sites_within_the_cutoff():
     np.testing.assert_allclose(ring[:, 2 * n2 + 2], E0[:, 2 * n2 + 2], rtol=1e-12)
 
 
-def test_letkf_geometry_keyword_default_is_the_ring():
+def test_letkf_geometry_keyword_default_is_the_ring(deterministic_linear):
     from assimilax.filters import Locations, PeriodicRing
 
     d, N = 16, 8
@@ -267,7 +254,7 @@ def test_letkf_geometry_keyword_default_is_the_ring():
     E0 = rng.standard_normal((N, d))
     obs = NonlinearObservation("arctan", d, 0.3, indices=np.arange(0, d, 2))
     ys = rng.standard_normal((1, d // 2))
-    model = DeterministicLinear(A=jnp.eye(d))
+    model = deterministic_linear(A=jnp.eye(d))
     kw = dict(key=jax.random.PRNGKey(0), localization_radius=1.5)
     ref = np.asarray(ensemble_kalman_filter(model, obs, ys, E0, **kw).ensembles)
     for geom in (PeriodicRing(d), Locations(np.arange(d, dtype=float), periods=(float(d),))):

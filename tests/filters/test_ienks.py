@@ -12,28 +12,15 @@ import pytest
 from assimilax import simulate
 from assimilax.configs import LORENZ63_SAKOV2012
 from assimilax.filters import ensemble_kalman_filter, iterative_ensemble_kalman_smoother
-from assimilax.models import DynamicalModel, LinearGaussian
+from assimilax.models import LinearGaussian
 from assimilax.observations import LinearObservation
 
 
-class DeterministicLinear(DynamicalModel):
-    """x -> A x without model noise."""
-
-    A: jax.Array = None
-
-    @property
-    def dim(self):
-        return self.A.shape[0]
-
-    def step(self, x, t=0.0):
-        return self.A @ x
-
-
-def _linear_problem(T=12, N=6, d=4, seed=0):
+def _linear_problem(deterministic_linear, T=12, N=6, d=4, seed=0):
     rng = np.random.default_rng(seed)
     A = np.eye(d) + 0.25 * rng.standard_normal((d, d)) / np.sqrt(d)
     A = A / max(1.0, np.max(np.abs(np.linalg.eigvals(A))) / 0.98)
-    model = DeterministicLinear(A=jnp.asarray(A), dt=1.0)
+    model = deterministic_linear(A=jnp.asarray(A), dt=1.0)
     obs = LinearObservation(jnp.asarray(rng.standard_normal((2, d))), 0.3 * jnp.eye(2) + 0.1)
     ys = jnp.asarray(rng.standard_normal((T, 2)))
     E0 = jnp.asarray(rng.standard_normal((N, d)))
@@ -42,9 +29,9 @@ def _linear_problem(T=12, N=6, d=4, seed=0):
 
 @pytest.mark.parametrize("lag", [0, 1, 2, 3])
 @pytest.mark.parametrize("n_iterations", [1, 3])
-def test_linear_model_equals_etkf(lag, n_iterations):
+def test_linear_model_equals_etkf(lag, n_iterations, deterministic_linear):
     with jax.enable_x64(True):
-        model, obs, ys, E0 = _linear_problem()
+        model, obs, ys, E0 = _linear_problem(deterministic_linear)
         E0 = E0.astype(jnp.float64)
         key = jax.random.key(0)
         etkf = ensemble_kalman_filter(model, obs, ys, E0, key=key, method="sqrt")
@@ -85,8 +72,8 @@ def test_lorenz63_sakov2012_reaches_published_range():
     assert np.all(ie < et), (ie, et)
 
 
-def test_bad_input():
-    model, obs, ys, E0 = _linear_problem()
+def test_bad_input(deterministic_linear):
+    model, obs, ys, E0 = _linear_problem(deterministic_linear)
     key = jax.random.key(0)
     with pytest.raises(ValueError, match="lag"):
         iterative_ensemble_kalman_smoother(model, obs, ys, E0, key=key, lag=-1)
