@@ -11,18 +11,21 @@ def run_chunked(run, state, key, n_steps: int, *, chunk: int = 100, progress: bo
                 on_chunk=None):
     """Drive ``run(state, key, m) -> (state, losses (m,))`` for ``n_steps`` steps in chunks.
 
-    Each chunk gets ``key, sub = jax.random.split(key)`` and runs ``min(chunk, remaining)`` steps
-    with ``sub``. ``on_chunk(state, done) -> dict`` may add values (e.g. a validation loss) to
+    Each chunk gets ``key, sub = jax.random.split(key)`` and runs ``min(size, remaining)`` steps
+    with ``sub``, where ``size`` is the largest divisor of ``n_steps`` in ``[chunk / 2, chunk]`` if
+    there is one, else ``chunk``: a jitted ``run`` compiles once per distinct chunk length, and a
+    remainder chunk (150 steps in chunks of 100) would compile a second program. ``on_chunk(state, done) -> dict`` may add values (e.g. a validation loss) to
     the progress bar; it is called after every chunk.
 
     **Returns:** ``(state, losses)`` with ``losses`` ``(n_steps,)`` (NumPy).
     """
     from tqdm.auto import tqdm
 
+    size = chunk_size(n_steps, chunk)
     losses, done = [], 0
     with tqdm(total=n_steps, disable=not progress, desc=desc) as bar:
         while done < n_steps:
-            m = min(chunk, n_steps - done)
+            m = min(size, n_steps - done)
             key, sub = jax.random.split(key)
             state, ls = run(state, sub, m)
             losses.append(np.asarray(ls))
@@ -35,4 +38,18 @@ def run_chunked(run, state, key, n_steps: int, *, chunk: int = 100, progress: bo
     return state, np.concatenate(losses) if losses else np.zeros(0)
 
 
-__all__ = ["run_chunked"]
+def chunk_size(n_steps: int, chunk: int) -> int:
+    """The chunk length :func:`run_chunked` uses: the largest divisor of ``n_steps`` in
+    ``[ceil(chunk / 2), chunk]``, else ``chunk`` (raises ``ValueError`` unless ``chunk >= 1``)."""
+    n_steps, chunk = int(n_steps), int(chunk)
+    if chunk < 1:
+        raise ValueError(f"chunk must be >= 1, got {chunk}")
+    if n_steps <= chunk:
+        return max(n_steps, 1)
+    for size in range(chunk, (chunk + 1) // 2 - 1, -1):
+        if n_steps % size == 0:
+            return size
+    return chunk
+
+
+__all__ = ["chunk_size", "run_chunked"]
