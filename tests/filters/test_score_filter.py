@@ -77,7 +77,14 @@ def test_untrained_preconditioned_score_is_the_diffused_gaussian_score():
 
 
 def test_score_filter_is_stable_on_lorenz96():
-    """Regression: without preconditioning SF diverged on L96 (states of mean ~2.3, sd ~3.6)."""
+    """Regression: without preconditioning SF diverged on L96 (states of mean ~2.3, sd ~3.6).
+
+    Sharper than "finite and below the free run": the reference is EnSF with the mixture prior
+    score on the same problem and analysis key, whose prior score is the exact minimiser of SF's
+    training loss on the same members. Over keys 3, 4, 5 the last-10-cycle errors of SF were
+    0.357, 0.232, 0.361 against 0.254, 0.325, 0.263 for EnSF (mixture) (ratios 1.41, 0.72, 1.37)
+    and 2.86 for the free run; SF's analysis spread was 0.31, 0.28, 0.28."""
+    from assimilax.filters.ensf import ensemble_score_filter
     from assimilax.models import Lorenz96
     from assimilax.observations import NonlinearObservation
 
@@ -91,5 +98,12 @@ def test_score_filter_is_stable_on_lorenz96():
     err = np.sqrt(np.mean((np.asarray(res.analysis_mean) - np.asarray(sim.states)) ** 2, 1))
     free = np.asarray(model.trajectory(E0.mean(0), 10 * T)[10::10])
     free_err = np.sqrt(np.mean((free - np.asarray(sim.states)) ** 2, 1))
+    mix = ensemble_score_filter(model, obs, sim.observations, E0, key=jax.random.PRNGKey(3), steps_per_obs=10,
+                                n_sde_steps=100, prior_score="mixture", store_ensembles=False)
+    mix_err = np.sqrt(np.mean((np.asarray(mix.analysis_mean) - np.asarray(sim.states)) ** 2, 1))
     assert np.all(np.isfinite(err))
-    assert err[-10:].mean() < 0.3 * free_err[-10:].mean(), (err[-10:].mean(), free_err[-10:].mean())
+    assert err[-10:].mean() < 0.15 * free_err[-10:].mean(), (err[-10:].mean(), free_err[-10:].mean())  # measured 0.125
+    assert err[-10:].mean() < 1.6 * mix_err[-10:].mean(), (err[-10:].mean(), mix_err[-10:].mean())  # measured 1.41
+    # the analysis spread is of the size of the error (neither collapsed nor blown up): measured 0.31 vs 0.36
+    spread = np.asarray(res.analysis_spread)[-10:].mean()
+    assert 0.5 * err[-10:].mean() < spread < 2.0 * err[-10:].mean(), (spread, err[-10:].mean())
