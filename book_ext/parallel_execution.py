@@ -30,9 +30,10 @@ from sphinx.util import logging
 LOGGER = logging.getLogger(__name__)
 
 
-def _toc_sources(srcdir: Path, toc_path: Path) -> list[Path]:
-    """The ``.md`` files named in the table of contents, in toc order."""
-    toc = yaml.safe_load(toc_path.read_text())
+def toc_entries(toc_path: Path) -> list[str]:
+    """Every ``file`` a jb-book table of contents names (root, parts, chapters, sections), in
+    order, as written (with or without a suffix; files that do not exist included)."""
+    toc = yaml.safe_load(Path(toc_path).read_text())
     files = [toc["root"]]
 
     def walk(entries):
@@ -45,12 +46,13 @@ def _toc_sources(srcdir: Path, toc_path: Path) -> list[Path]:
     for part in toc.get("parts", []):
         walk(part.get("chapters"))
     walk(toc.get("chapters"))
-    out = []
-    for f in files:
-        path = srcdir / (f if f.endswith(".md") else f"{f}.md")
-        if path.is_file():
-            out.append(path)
-    return out
+    return files
+
+
+def _toc_sources(srcdir: Path, toc_path: Path) -> list[Path]:
+    """The ``.md`` files named in the table of contents that exist, in toc order."""
+    paths = (srcdir / (f if f.endswith(".md") else f"{f}.md") for f in toc_entries(toc_path))
+    return [p for p in paths if p.is_file()]
 
 
 def _execute(path: str, notebook_json: str, timeout, allow_errors: bool) -> tuple[str, str, float, str | None]:

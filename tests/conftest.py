@@ -5,6 +5,11 @@ broadcasting between mismatched shapes is an error, and hypothesis runs a bounde
 examples without deadlines (the first call of each test includes JAX compilation).
 """
 import os
+import sys
+from pathlib import Path
+
+# the book's Sphinx extensions (book_ext/, loaded by _config.yml's local_extensions) for the tests
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "book_ext"))
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
 
@@ -37,9 +42,7 @@ def _release_compiled_programs():
 # pages, cell errors) and tests/test_rendered_pages.py (headless browser).
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from pathlib import Path  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
 

@@ -1,23 +1,15 @@
 """The book's Sphinx extensions that can be checked without building the book."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
+import parallel_execution as pe  # book_ext/, on the path through conftest.py
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "book_ext" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_toc_sources_are_the_toc_files_in_order(tmp_path):
-    pe = load("parallel_execution")
     (tmp_path / "ch").mkdir()
     for f in ("intro.md", "ch/a.md", "ch/b.md", "ch/c.md"):
         (tmp_path / f).write_text("# x\n")
@@ -30,7 +22,6 @@ def test_toc_sources_are_the_toc_files_in_order(tmp_path):
 
 
 def test_jobs_reads_the_environment(monkeypatch):
-    pe = load("parallel_execution")
     monkeypatch.setenv("ASSIMILAX_BOOK_JOBS", "3")
     assert pe._jobs(10) == 3
     assert pe._jobs(2) == 2  # never more workers than notebooks

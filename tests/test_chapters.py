@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
+from parallel_execution import toc_entries  # book_ext/, on the path through conftest.py
 
 pytestmark = pytest.mark.slow
 
@@ -20,20 +20,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 def toc_files() -> list[str]:
     """Every document named in ``_toc.yml`` (root, parts, chapters, sections), without suffix."""
-    toc = yaml.safe_load((REPO_ROOT / "_toc.yml").read_text())
-    files = [toc["root"]]
-
-    def walk(entries):
-        for entry in entries or []:
-            if "file" in entry:
-                files.append(entry["file"])
-            walk(entry.get("sections"))
-            walk(entry.get("chapters"))
-
-    for part in toc.get("parts", []):
-        walk(part.get("chapters"))
-    walk(toc.get("chapters"))
-    return [re.sub(r"\.(md|ipynb)$", "", f) for f in files]
+    entries = toc_entries(REPO_ROOT / "_toc.yml")
+    return [re.sub(r"\.(md|ipynb)$", "", f) for f in entries]
 
 
 def chapter_notebooks() -> list[str]:
