@@ -39,14 +39,21 @@ def _release_compiled_programs():
 
 # ---------------------------------------------------------------------------------------------
 # The executed book, built once per test session and shared by tests/test_chapters.py (build,
-# pages, cell errors) and tests/test_rendered_pages.py (headless browser).
+# pages, cell errors) and tests/test_rendered_pages.py (headless browser). The build starts in
+# the background as soon as collection has found a test that needs it, so that it runs while
+# the library's tests do (they keep about one core busy): on 2 cores the two together take
+# little more than the longer of them.
 import shutil  # noqa: E402
+import signal  # noqa: E402
 import subprocess  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 from typing import NamedTuple  # noqa: E402
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+BOOK_TIMEOUT_S = 3600
+_BOOK: dict = {}
 
 
 class BookBuild(NamedTuple):
@@ -56,15 +63,15 @@ class BookBuild(NamedTuple):
     seconds: float
 
 
-@pytest.fixture(scope="session")
-def book_build() -> BookBuild:
+def _start_book_build() -> None:
     """``jupyter-book build . --builder html -n -W --keep-going`` from a clean ``_build``
-    (exactly what ``make book`` runs), with the venv's jupyter-book next to ``sys.executable``."""
+    (exactly what ``make book`` runs), with the venv's jupyter-book next to ``sys.executable``,
+    in its own process group (so that an interrupted session can stop its kernels too)."""
     jb = Path(sys.executable).with_name("jupyter-book")
     if not jb.exists():
-        pytest.fail(f"jupyter-book not found next to {sys.executable}; run `make install`")
-    build = REPO_ROOT / "_build"
-    shutil.rmtree(build, ignore_errors=True)
+        _BOOK["error"] = f"jupyter-book not found next to {sys.executable}; run `make install`"
+        return
+    shutil.rmtree(REPO_ROOT / "_build", ignore_errors=True)
     env = dict(os.environ)
     # This conftest forces 4 host devices for the sharding tests; chapters run as `make book` does.
     flags = env.get("XLA_FLAGS", "").replace("--xla_force_host_platform_device_count=4", "").strip()
@@ -72,13 +79,53 @@ def book_build() -> BookBuild:
         env["XLA_FLAGS"] = flags
     else:
         env.pop("XLA_FLAGS", None)
-    t0 = time.perf_counter()
-    proc = subprocess.run(
+    log = tempfile.TemporaryFile(mode="w+", encoding="utf-8")
+    _BOOK.update(log=log, t0=time.perf_counter(), proc=subprocess.Popen(
         [str(jb), "build", ".", "--builder", "html", "-n", "-W", "--keep-going"],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600,
-    )
-    seconds = time.perf_counter() - t0
-    log = proc.stdout + "\n" + proc.stderr
+        cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True, start_new_session=True))
+
+
+def _stop_book_build() -> None:
+    proc = _BOOK.get("proc")
+    if proc is not None and proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait()
+
+
+def pytest_collection_finish(session):
+    if session.config.option.collectonly:
+        return
+    if not _BOOK and any("book_build" in getattr(item, "fixturenames", ()) for item in session.items):
+        _start_book_build()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _stop_book_build()
+
+
+@pytest.fixture(scope="session")
+def book_build() -> BookBuild:
+    """The build started after collection (started here if it was not), waited for."""
+    if not _BOOK:
+        _start_book_build()
+    if "error" in _BOOK:
+        pytest.fail(_BOOK["error"])
+    proc = _BOOK["proc"]
+    try:
+        proc.wait(timeout=max(1.0, BOOK_TIMEOUT_S - (time.perf_counter() - _BOOK["t0"])))
+        returncode = proc.returncode
+    except subprocess.TimeoutExpired:
+        _stop_book_build()
+        returncode = -9
+    seconds = time.perf_counter() - _BOOK["t0"]
+    _BOOK["log"].seek(0)
+    log = _BOOK["log"].read()
+    if returncode == -9:
+        log += f"\n[conftest] the build was stopped after {BOOK_TIMEOUT_S} s\n"
+    build = REPO_ROOT / "_build"
     build.mkdir(exist_ok=True)
     (build / "jupyter-book-build.log").write_text(log)
-    return BookBuild(proc.returncode, log, build / "html", seconds)
+    return BookBuild(returncode, log, build / "html", seconds)
