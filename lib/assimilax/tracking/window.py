@@ -116,7 +116,7 @@ def window_estimator(ys: Float[Array, "T 2"], times: Float[Array, " T"], window:
     rate is 0, or the prior mean).
 
     With ``omega_prior=(omega_mean, omega_std)`` and the noise std ``sigma`` (the information the
-    filters of :mod:`assimilax.tracking.filters` are given), the rate is the maximum a posteriori
+    EKFs and the particle filter of :mod:`assimilax.tracking` are given), the rate is the maximum a posteriori
     estimate under the prior :math:`\omega \sim \mathcal N(\bar\omega, s_\omega^2)` and the
     Gaussian likelihood of the window,
 
