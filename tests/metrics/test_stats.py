@@ -87,3 +87,18 @@ def test_bad_input():
         mean_interval([1.0, 2.0], method="bootstrap")
     with pytest.raises(ValueError, match="method"):
         mean_interval([1.0, 2.0], method="bca")
+
+
+def test_interval_position_against_a_value_and_a_band():
+    from assimilax.metrics import MeanInterval, interval_position, mean_interval
+    iv = MeanInterval(1.0, 0.5, 1.5, 5)
+    assert interval_position(iv, 2.0) == "below" and interval_position(iv, 0.2) == "above"
+    assert interval_position(iv, 1.5) == "inside"  # an end point touching the value counts as consistent
+    assert interval_position(iv, 1.6, 3.0) == "below" and interval_position(iv, -1.0, 0.4) == "above"
+    assert interval_position(iv, 1.4, 9.0) == "inside" and interval_position(iv, 0.7, 0.8) == "inside"
+    # with the t interval of real data: the interval of N(0, 1) draws lies below 10 and contains 0
+    x = np.random.default_rng(0).standard_normal(50)
+    assert interval_position(mean_interval(x), 10.0) == "below"
+    assert interval_position(mean_interval(x), 0.0) == "inside"
+    with pytest.raises(ValueError, match="low <= high"):
+        interval_position(iv, 2.0, 1.0)

@@ -239,5 +239,21 @@ def format_interval(interval: MeanInterval, digits: int = 3) -> str:
     return f"{_fmt(interval.mean, digits)} [{_fmt(interval.low, digits)}, {_fmt(interval.high, digits)}]"
 
 
+def interval_position(interval: MeanInterval, low: float, high: Optional[float] = None) -> str:
+    r"""Where a confidence interval :math:`[\ell, h]` lies against a predicted value or band
+    :math:`[a, b]` (``high=None``: the value :math:`a = b =` ``low``): ``"below"`` if
+    :math:`h < a`, ``"above"`` if :math:`\ell > b`, ``"inside"`` otherwise (the interval meets the
+    band, so the measurement is consistent with the prediction). Raises ``ValueError`` if
+    :math:`a > b`."""
+    high = low if high is None else high
+    if not low <= high:
+        raise ValueError(f"the band needs low <= high, got [{low}, {high}]")
+    if interval.high < low:
+        return "below"
+    if interval.low > high:
+        return "above"
+    return "inside"
+
+
 __all__ = ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "welch_comparison", "mean_interval", "paired_comparison", "compare",
-           "format_interval"]
+           "format_interval", "interval_position"]
