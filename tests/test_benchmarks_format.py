@@ -120,3 +120,32 @@ def test_results_md_equals_the_render_of_peers_json(monkeypatch):
                             "text", peers._records.render_markdown(records, meta, mapping)))
     peers.render(_committed())
     assert written["text"] == RESULTS_MD.read_text(), "RESULTS.md differs from the render of peers.json"
+
+
+def test_extrapolated_reference_yields_no_met_verdict():
+    from benchmarks import peers
+
+    base = dict(problem="Lorenz-96 arctan (EnSF setting)", library="assimilax", rmse=0.2, seeds=[0],
+                seconds_total=1.0, method="EnSF")
+    measured = dict(base, dim=100_000, seconds_per_cycle=0.1, pytorch_anchor_seconds_per_cycle=22.6)
+    extrap = dict(base, dim=1_000_000, seconds_per_cycle=1.0, pytorch_anchor_seconds_per_cycle=670.0)
+    assert _records.anchor_is_extrapolated(extrap) and not _records.anchor_is_extrapolated(measured)
+    lines = peers.verdicts([measured, extrap])
+    (line_m,) = [x for x in lines if "100,000" in x]
+    (line_x,) = [x for x in lines if "1,000,000" in x]
+    assert "met" in line_m
+    assert _records.NOT_ASSESSED in line_x and "met" not in line_x.replace(_records.NOT_ASSESSED, "")
+    # the committed target list follows the same rule
+    for line in RESULTS_MD.read_text().splitlines():
+        if line.startswith("- ") and "1,000,000" in line:
+            assert "met" not in line.replace(_records.NOT_ASSESSED, ""), line
+
+
+def test_results_md_equals_the_render_of_peers_json(tmp_path, monkeypatch):
+    from benchmarks import peers
+
+    out = tmp_path / "RESULTS.md"
+    write = _records.write_markdown
+    monkeypatch.setattr(_records, "write_markdown", lambda records, meta=None, mapping=None: write(records, meta, mapping, out))
+    peers.render(_committed())
+    assert out.read_text() == RESULTS_MD.read_text(), "RESULTS.md is not the render of peers.json"
