@@ -83,7 +83,12 @@ def test_module_imports_without_peers_and_quick_plan_builds(monkeypatch):
     assert all(full["cycles"][p] >= 1000 for p in full["cycles"])
     assert quick["kf"]["T"] < full["kf"]["T"] == 10_000
     methods = {c.method for c in full["cases"]}
-    assert len(methods) == 6 and {c.method for c in quick["cases"]} == methods
+    assert len(methods) == 7 and {c.method for c in quick["cases"]} == methods
+    # the iEnKS pair: DAPPER's defaults (Lag=1, nIter=10, wtol=0, no MDA) made explicit on both sides
+    (ienks,) = [c for c in full["cases"] if c.method.startswith("iEnKS")]
+    assert ienks.dapper_method == "iEnKS" and ienks.assimilax_filter == "iterative_ensemble_kalman_smoother"
+    assert ienks.assimilax_kwargs == dict(lag=1, n_iterations=10, tolerance=0.0, inflation=1.02, rotate=True)
+    assert ienks.dapper_args == ("Sqrt",) and ienks.dapper_kwargs == {"N": 10, "infl": 1.02, "rot": True}
     assert len(quick["cases"]) <= len(full["cases"])
     jit = {c.method: c.assimilax_kwargs.get("jitter") for c in full["cases"]}
     # particle_filter's jitter is DAPPER's reg (the N^{-1/(d+4)} bandwidth is applied inside)

@@ -211,7 +211,10 @@ LORENZ63_SAKOV2012 = TwinExperiment(
                     "ensemble_kalman_filter", 10, method="pertobs", inflation=1.04),
         _dapper_ref(_L63, "EnKF_N(N=10, rot=True)", 0.54, ("EnKF_N", (), {"N": 10, "rot": True})),
         _dapper_ref(_L63, "iEnKS('Sqrt', N=10, infl=1.02, rot=True)", 0.31,
-                    ("iEnKS", ("Sqrt",), {"N": 10, "infl": 1.02, "rot": True})),
+                    ("iEnKS", ("Sqrt",), {"N": 10, "infl": 1.02, "rot": True}),
+                    # DAPPER's defaults made explicit: Lag=1, nIter=10, wtol=0, MDA=False
+                    "iterative_ensemble_kalman_smoother", 10, lag=1, n_iterations=10, tolerance=0.0,
+                    inflation=1.02, rotate=True),
         _dapper_ref(_L63, "PartFilt(N=100, reg=2.4, NER=0.3)", 0.38,
                     ("PartFilt", (), {"N": 100, "reg": 2.4, "NER": 0.3}),
                     "particle_filter", 100, resample_threshold=0.3, jitter=2.4),
