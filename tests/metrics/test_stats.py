@@ -102,3 +102,22 @@ def test_interval_position_against_a_value_and_a_band():
     assert interval_position(mean_interval(x), 0.0) == "inside"
     with pytest.raises(ValueError, match="low <= high"):
         interval_position(iv, 2.0, 1.0)
+
+
+def test_loglog_slope_matches_numpy_polyfit_per_column():
+    from assimilax.metrics import loglog_slope
+    rng = np.random.default_rng(3)
+    x = np.geomspace(0.1, 10.0, 7)
+    y = np.exp(rng.normal(size=(7, 4))) * x[:, None] ** np.array([0.5, 1.0, 2.0, -1.0])
+    np.testing.assert_allclose(loglog_slope(x, y), np.polyfit(np.log(x), np.log(y), 1)[0], rtol=1e-10)
+    # one abscissa per column (e.g. a measured analysis error per seed)
+    xs = np.exp(rng.normal(size=(7, 4)))
+    ref = [np.polyfit(np.log(xs[:, j]), np.log(y[:, j]), 1)[0] for j in range(4)]
+    np.testing.assert_allclose(loglog_slope(xs, y), ref, rtol=1e-10)
+    assert np.isclose(float(loglog_slope(x, 3.0 * x ** 1.5)), 1.5)
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope(x, -x)
+    with pytest.raises(ValueError, match="constant"):
+        loglog_slope(np.ones(5), np.arange(1.0, 6.0))
+    with pytest.raises(ValueError, match="shape"):
+        loglog_slope(x[:3], y)

@@ -255,5 +255,29 @@ def interval_position(interval: MeanInterval, low: float, high: Optional[float] 
     return "inside"
 
 
+def loglog_slope(x: Float[Array, " L *batch"], y: Float[Array, " L *batch"]) -> np.ndarray:
+    r"""Least-squares slope :math:`\hat b` of :math:`\log y = a + b \log x` along axis 0 (the points
+    of the fit), one slope per remaining index: ``x`` ``(L,)`` shared by every column of ``y``
+    ``(L, *batch)``, or ``x`` with the shape of ``y`` (one abscissa per column, e.g. per seed),
+
+    .. math:: \hat b = \frac{\sum_l (u_l - \bar u)(v_l - \bar v)}{\sum_l (u_l - \bar u)^2},
+       \qquad u = \log x,\ v = \log y .
+
+    Raises ``ValueError`` for fewer than two points, non-positive values, or a constant ``x``."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim == 1 and y.ndim > 1:
+        x = x.reshape((-1,) + (1,) * (y.ndim - 1))
+    if y.ndim < 1 or y.shape[0] < 2 or x.shape[0] != y.shape[0] or np.broadcast_shapes(x.shape, y.shape) != y.shape:
+        raise ValueError(f"x must have shape (L,) or y's shape, y (L >= 2, ...), got {x.shape} and {y.shape}")
+    if not (np.all(x > 0) and np.all(y > 0)):
+        raise ValueError("a log-log slope needs positive x and y")
+    u, v = np.log(x), np.log(y)
+    u, v = u - u.mean(0), v - v.mean(0)
+    den = np.sum(np.broadcast_to(u, v.shape) ** 2, axis=0)
+    if np.any(den == 0):
+        raise ValueError("x is constant along axis 0: the slope is undefined")
+    return np.sum(u * v, axis=0) / den
+
+
 __all__ = ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "welch_comparison", "mean_interval", "paired_comparison", "compare",
-           "format_interval", "interval_position"]
+           "format_interval", "interval_position", "loglog_slope"]
