@@ -144,13 +144,3 @@ def test_extrapolated_reference_yields_no_met_verdict():
     for line in RESULTS_MD.read_text().splitlines():
         if line.startswith("- ") and "1,000,000" in line:
             assert "met" not in line.replace(_records.NOT_ASSESSED, ""), line
-
-
-def test_results_md_equals_the_render_of_peers_json(tmp_path, monkeypatch):
-    from benchmarks import peers
-
-    out = tmp_path / "RESULTS.md"
-    write = _records.write_markdown
-    monkeypatch.setattr(_records, "write_markdown", lambda records, meta=None, mapping=None: write(records, meta, mapping, out))
-    peers.render(_committed())
-    assert out.read_text() == RESULTS_MD.read_text(), "RESULTS.md is not the render of peers.json"
