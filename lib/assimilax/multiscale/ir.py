@@ -415,8 +415,11 @@ def reconstruction_scores(ensembles: Float[Array, "S M n"], truths: Float[Array,
     - ``spread_error``: ensemble spread (root of the mean unbiased variance) over the RMSE of the mean
       (1 for a calibrated ensemble);
     - ``band_spectrum``: per band :math:`[e_b, e_{b+1})` of shell wavenumbers, the members' mean of
-      :math:`|E_{\rm member}(b)/E_{\rm truth}(b) - 1|` with :math:`E` the energy spectrum
-      (:func:`~assimilax.metrics.energy_spectrum_1d` of a velocity, ``energy_spectrum_2d`` of a vorticity).
+      :math:`|\log_{10}(E_{\rm member}(b)/E_{\rm truth}(b))|` with :math:`E` the energy spectrum
+      (:func:`~assimilax.metrics.energy_spectrum_1d` of a velocity, ``energy_spectrum_2d`` of a vorticity):
+      0 for matching band energies, 1 for a factor of 10 either way. (The relative form
+      :math:`|E_{\rm member}/E_{\rm truth} - 1|` is unbounded above and bounded by 1 below, so one truth
+      with little energy in a band dominates its mean.)
     """
     ens, truth = jnp.asarray(ensembles), jnp.asarray(truths)
     if ens.ndim != truth.ndim + 1 or ens.shape[0] != truth.shape[0] or ens.shape[2:] != truth.shape[1:] \
@@ -436,7 +439,7 @@ def reconstruction_scores(ensembles: Float[Array, "S M n"], truths: Float[Array,
     k = np.arange(e_t.shape[-1])
     member = jnp.asarray((k[:, None] >= edges[None, :-1]) & (k[:, None] < edges[None, 1:]), e_t.dtype)
     b_m, b_t = e_m @ member, e_t @ member
-    band = jnp.mean(jnp.abs(b_m / b_t[:, None] - 1.0), axis=1)
+    band = jnp.mean(jnp.abs(jnp.log10(b_m / b_t[:, None])), axis=1)
     return ReconstructionScores(rel, crps, spread / err, band)
 
 
