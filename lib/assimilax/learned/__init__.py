@@ -5,19 +5,19 @@ from .analysis import (ForecastAnalysis, LinearAnalysis, MLPAnalysis, ResidualDi
                        fit_linear_analysis, fit_residual_diffusion, residual_condition)
 from .cycling import learned_filter
 from .data import (TrajectoryData, analysis_pairs, cycled_analysis_pairs, forward_pairs, generate_trajectories,
-                   split_trajectories)
+                   shifted_pairs, split_trajectories)
 from .joint import (DEFAULT_WEIGHTS, TERMS, JointBatch, JointFit, fit_joint, joint_loss_terms, residual_draw,
                     sample_batch, state_sensitivity)
-from .forward import LinearForward, MLPForward, ModelForward, StencilForward, as_forward, ring_windows
+from .forward import LearnedDynamics, LinearForward, MLPForward, ModelForward, StencilForward, as_forward, ring_windows
 from .training import fit_cycled_analysis, fit_regression
 
 __all__ = [
-    "LinearForward", "MLPForward", "StencilForward", "ModelForward", "as_forward", "ring_windows",
+    "LinearForward", "MLPForward", "StencilForward", "ModelForward", "LearnedDynamics", "as_forward", "ring_windows",
     "ForecastAnalysis", "LinearAnalysis", "fit_linear_analysis", "MLPAnalysis", "StencilAnalysis", "StencilScore",
     "ResidualDiffusion", "fit_residual_diffusion", "residual_condition",
     "learned_filter", "fit_regression", "fit_cycled_analysis",
     "TrajectoryData", "generate_trajectories", "split_trajectories", "forward_pairs", "analysis_pairs",
-    "cycled_analysis_pairs",
+    "cycled_analysis_pairs", "shifted_pairs",
     "fit_joint", "joint_loss_terms", "JointFit", "JointBatch", "sample_batch", "residual_draw", "state_sensitivity",
     "TERMS", "DEFAULT_WEIGHTS",
 ]

@@ -130,5 +130,43 @@ def cycled_analysis_pairs(forward, analysis, data: TrajectoryData, *, key, steps
     return fc.reshape(-1, d), data.observations[:, discard:].reshape(-1, m), data.states[:, discard:].reshape(-1, d)
 
 
+def shifted_pairs(forecasts, observations, targets, *, state_shift: int, obs_shift: int, n_shifts: int):
+    r"""Analysis triples augmented by the translations of a translation-invariant system.
+
+    For a periodic domain whose dynamics and observation pattern are invariant under a shift of
+    the state by ``state_shift`` sites, which moves the observations by ``obs_shift`` entries
+    (Lorenz-96 observed at every other site: ``state_shift=2``, ``obs_shift=1``), the triples
+
+    .. math:: \big(S^k u^F_i,\; S_y^k y_i,\; S^k u^{ref}_i\big), \qquad k = 0, \ldots, K-1,
+
+    with :math:`S` the circular shift by ``state_shift`` and :math:`S_y` by ``obs_shift``, are as
+    likely as the originals. A linear analysis fitted on them
+    (:func:`~assimilax.learned.fit_linear_analysis`) is, up to sampling error, equivariant under
+    the shift, as the stencil networks are by construction, and is fitted on :math:`K` times as
+    many pairs.
+
+    **Arguments:** ``forecasts`` ``(n, d)``, ``observations`` ``(n, m)``, ``targets`` ``(n, d)``;
+    ``state_shift``, ``obs_shift`` integers; ``n_shifts`` :math:`K \ge 1` (:math:`K = 1`: the
+    pairs unchanged).
+
+    **Returns:** ``(forecasts, observations, targets)`` of ``K n`` rows, shift :math:`k` in rows
+    :math:`k n, \ldots, (k+1) n - 1`.
+    """
+    F, Y, Z = (jnp.asarray(a) for a in (forecasts, observations, targets))
+    if F.ndim != 2 or Y.ndim != 2:
+        raise ValueError(f"forecasts and observations must be 2-D, got {F.shape} and {Y.shape}")
+    n, d = F.shape
+    check_shape(Y, (n, Y.shape[1]), "observations")
+    check_shape(Z, (n, d), "targets")
+    check_positive_int(n_shifts, "n_shifts")
+    for v, name in ((state_shift, "state_shift"), (obs_shift, "obs_shift")):
+        if not isinstance(v, (int,)) or isinstance(v, bool):
+            raise ValueError(f"{name} must be an integer, got {v!r}")
+    ks = range(int(n_shifts))
+    return (jnp.concatenate([jnp.roll(F, k * state_shift, axis=1) for k in ks]),
+            jnp.concatenate([jnp.roll(Y, k * obs_shift, axis=1) for k in ks]),
+            jnp.concatenate([jnp.roll(Z, k * state_shift, axis=1) for k in ks]))
+
+
 __all__ = ["TrajectoryData", "generate_trajectories", "split_trajectories", "forward_pairs", "analysis_pairs",
-           "cycled_analysis_pairs"]
+           "cycled_analysis_pairs", "shifted_pairs"]

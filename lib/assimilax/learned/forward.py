@@ -109,6 +109,50 @@ class StencilForward(eqx.Module):
         return x + self.scale * jax.vmap(self.mlp)(win)
 
 
+class LearnedDynamics(DynamicalModel):
+    r"""A learned one-cycle map :math:`F_\theta` as a deterministic discrete-time
+    :class:`~assimilax.models.DynamicalModel`: one model step is one call,
+    :math:`x_{k+1} = F_\theta(x_k)`, so that the ensemble filters
+    (:func:`~assimilax.filters.ensemble_kalman_filter`, ...) can forecast with it
+    (``steps_per_obs=1`` there when :math:`F_\theta` maps one observation time to the next).
+
+    **Arguments:** ``forward`` a callable ``x (d,) -> (d,)`` that is a pytree of arrays, i.e. an
+    equinox Module (e.g. :class:`StencilForward`, :class:`ModelForward`): the filters pass the
+    model through ``jax.jit``, so a plain Python function is refused;
+    ``dim`` the state dimension :math:`d`; ``dt`` the time one call spans (bookkeeping only).
+    No model noise (``noise_cov=None``).
+    """
+
+    params: object = None                           # the arrays of ``forward`` (traced under jit)
+    rest: object = eqx.field(static=True, default=None)  # everything else (activations, static fields)
+    dim_: int = eqx.field(static=True, default=1)
+    dt: float = eqx.field(static=True, default=1.0)
+    noise_cov: object = None
+
+    def __init__(self, forward, dim: int, dt: float = 1.0):
+        if not callable(forward) or not isinstance(forward, eqx.Module):
+            raise ValueError("forward must be an equinox Module x (d,) -> (d,) (a pytree the filters can jit), "
+                             f"got {type(forward).__name__}")
+        if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
+            raise ValueError(f"dim must be a positive integer, got {dim!r}")
+        # split, so that the filters' jax.jit sees arrays only (an MLP's activation is a function)
+        self.params, self.rest = eqx.partition(forward, eqx.is_array)
+        self.dim_, self.dt, self.noise_cov = int(dim), float(dt), None
+
+    @property
+    def forward(self):
+        """The wrapped ``forward``, reassembled."""
+        return eqx.combine(self.params, self.rest)
+
+    @property
+    def dim(self) -> int:
+        return self.dim_
+
+    def step(self, x, t=0.0):
+        out = self.forward(x)
+        return out.astype(x.dtype) if hasattr(out, "astype") else out
+
+
 def as_forward(forward, steps_per_obs: int = 1):
     """Wrap a :class:`~assimilax.models.DynamicalModel` in :class:`ModelForward`; pass anything
     else (a callable ``x -> x``) through."""
@@ -117,4 +161,4 @@ def as_forward(forward, steps_per_obs: int = 1):
     return forward
 
 
-__all__ = ["ring_windows", "ModelForward", "LinearForward", "MLPForward", "StencilForward", "as_forward"]
+__all__ = ["ring_windows", "ModelForward", "LearnedDynamics", "LinearForward", "MLPForward", "StencilForward", "as_forward"]
