@@ -398,13 +398,15 @@ def augment_states(observation, x: Float[Array, "n d"]) -> Float[Array, "n d+m"]
 
 
 def soad_filter(model, observation, ys: Float[Array, "T m"], ensemble0: Float[Array, "N d"], *, key, network,
-                steps_per_obs: int = 1, sde=None, guidance: str = "tweedie", damping=linear_damping,
-                n_sde_steps: int = 200, store_ensembles: bool = True) -> EnsembleFilterResult:
+                steps_per_obs: int = 1, sde=None, guidance: str = "tweedie", scale: float = 1.0,
+                damping=linear_damping, n_sde_steps: int = 200, store_ensembles: bool = True) -> EnsembleFilterResult:
     r"""State-observation augmented diffusion (SOAD) :cite:`li2025soad`: ``network`` is a score of
     the augmented state :math:`z = (x, h(x)) \in \mathbb R^{d+m}`, trained offline on
     ``augment_states`` of climatological states (as SOAD's repository trains its prior); the
     posterior of :math:`z` given the *linear* observation ``augmented_observation`` is sampled
-    with ``guidance`` ``"tweedie"`` (exact for a Gaussian prior) or ``"damped"``, and the analysis
+    with ``guidance`` ``"tweedie"`` (exact for a Gaussian prior), ``"damped"`` or ``"dps"`` (step
+    ``scale``; the same guidance as a climatological prior of :math:`x` alone, so that the two
+    differ only by the augmentation), and the analysis
     ensemble is its :math:`x`-part. With a linear :math:`h = H` and a Gaussian prior this is the
     standard posterior (the :math:`x`-marginal of the degenerate joint Gaussian of :math:`(x, Hx)`).
 
@@ -414,11 +416,11 @@ def soad_filter(model, observation, ys: Float[Array, "T m"], ensemble0: Float[Ar
     """
     _check_common(model, observation, ys, ensemble0, steps_per_obs, n_sde_steps)
     _network_dim(network, model.dim + observation.obs_dim, "augmented states (x, h(x))")
-    _check_guidance(guidance, None if guidance != "tweedie" else augmented_observation(observation), ("damped", "tweedie"))
+    _check_guidance(guidance, augmented_observation(observation))
     sde = VPSDE() if sde is None else sde
     E0 = jnp.asarray(ensemble0)
     aug = augmented_observation(observation)
-    res = _sampling_filter(model, aug, jnp.asarray(ys, E0.dtype), E0, key, network, sde, "guided", guidance, 1.0,
+    res = _sampling_filter(model, aug, jnp.asarray(ys, E0.dtype), E0, key, network, sde, "guided", guidance, scale,
                            damping, None, steps_per_obs, n_sde_steps, store_ensembles)
     raise_if_diverged(res.analysis_mean, "soad_filter")
     return res
