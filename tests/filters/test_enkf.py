@@ -265,3 +265,38 @@ def test_letkf_geometry_keyword_default_is_the_ring(deterministic_linear):
                                              **kw).ensembles)
     np.testing.assert_allclose(line[..., 6:10], ref[..., 6:10], rtol=1e-12, atol=1e-12)
     assert np.max(np.abs(line[..., 0] - ref[..., 0])) > 1e-6
+
+
+@pytest.mark.parametrize("localization_radius", [None, 1e6])
+def test_eigenvector_square_root_scales_members_by_sorted_eigenvalues(localization_radius, deterministic_linear):
+    """``square_root="eigenvector"`` (the EnSF repository's LETKF): the analysis anomalies about the
+    nominal mean xbar + A^T w are V~ Lambda~^(-1/2) A sqrt(N-1), so their Gram matrix is
+    (N-1) sum_n a_n a_n^T / lambda~_n with lambda~ the eigenvalues of C in descending order (free of
+    the eigenvectors' signs and of the basis of a degenerate eigenspace, checked against NumPy); its
+    covariance is not the Kalman one."""
+    A, P, mu, H, R, y, E0 = _problem(seed=3)
+    R = np.diag(np.diag(R))
+    model, obs = deterministic_linear(A=jnp.asarray(A)), LinearObservation(H, R)
+    res = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), square_root="eigenvector",
+                                 localization_radius=localization_radius)
+    Ef = E0 @ A.T
+    N = Ef.shape[0]
+    Xf = Ef - Ef.mean(0)
+    s = 1 / np.sqrt(np.diag(R))
+    Y, dy = (Xf @ H.T) * s, (y - Ef.mean(0) @ H.T) * s
+    lam, V = np.linalg.eigh(Y @ Y.T + (N - 1) * np.eye(N))
+    w = V @ ((V.T @ (Y @ dy)) / lam)
+    xa_nominal = Ef.mean(0) + w @ Xf
+    Aa = np.asarray(res.ensembles[0]) - xa_nominal
+    want = (N - 1) * (Xf.T / lam[::-1]) @ Xf
+    if localization_radius is None:
+        np.testing.assert_allclose(Aa.T @ Aa, want, rtol=1e-8, atol=1e-10)
+    else:  # each grid point has its own eigenbasis (C has a degenerate eigenvalue N - 1): per-component only
+        np.testing.assert_allclose(np.sum(Aa**2, 0), np.diag(want), rtol=1e-8, atol=1e-10)
+    ma, Pa = _kalman_update(Ef.mean(0), np.cov(Ef.T), H, R, y)
+    assert np.abs(np.cov(np.asarray(res.ensembles[0]).T) - Pa).max() > 1e-3
+    sym = ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0),
+                                 localization_radius=localization_radius)
+    np.testing.assert_allclose(np.asarray(sym.ensembles[0]).mean(0), ma, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="square_root"):
+        ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), square_root="cholesky")

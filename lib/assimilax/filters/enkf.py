@@ -63,15 +63,23 @@ from .localization import (
 
 
 # ----------------------------------------------------------------------------- shared helpers
-def _etkf_transform(Ys, dys):
+SQUARE_ROOTS = ("symmetric", "eigenvector")
+
+
+def _etkf_transform(Ys, dys, square_root="symmetric"):
     r"""ETKF weights in ensemble space from whitened anomalies ``Ys`` ``(N, m)`` and innovation
     ``dys`` ``(m,)``: :math:`C = Y_s Y_s^\top + (N-1) I = V \Lambda V^\top`,
-    :math:`P_w = C^{-1}`, :math:`T = \sqrt{N-1}\, C^{-1/2}` (symmetric), :math:`w = P_w Y_s d_s`."""
+    :math:`P_w = C^{-1}`, :math:`w = P_w Y_s d_s` and :math:`T = \sqrt{N-1}\, C^{-1/2}`
+    (``"symmetric"``) or :math:`\sqrt{N-1}\, \tilde V \tilde\Lambda^{-1/2}` (``"eigenvector"``,
+    the eigenvalues of :math:`C^{-1}` ascending; see :func:`ensemble_kalman_filter`)."""
     N = Ys.shape[0]
     C = Ys @ Ys.T + (N - 1) * jnp.eye(N, dtype=Ys.dtype)
     lam, V = jnp.linalg.eigh(C)
     w = (V / lam[None, :]) @ (V.T @ (Ys @ dys))
-    T = (V * (jnp.sqrt(N - 1.0) / jnp.sqrt(lam))[None, :]) @ V.T
+    if square_root == "eigenvector":
+        T = V[:, ::-1] * (jnp.sqrt(N - 1.0) / jnp.sqrt(lam[::-1]))[None, :]
+    else:
+        T = (V * (jnp.sqrt(N - 1.0) / jnp.sqrt(lam))[None, :]) @ V.T
     return w, T
 
 
@@ -131,7 +139,7 @@ def _local_batch(d, k, N, itemsize):
     return int(max(1, min(d, LOCAL_BATCH_BYTES // per_point)))
 
 
-def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch):
+def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch, square_root="symmetric"):
     r"""One ETKF analysis per grid point from its gathered, tapered observations.
 
     ``Ys`` ``(N, m)`` whitened anomalies, ``dys`` ``(m,)`` whitened innovation, ``A`` ``(N, d)``
@@ -141,7 +149,8 @@ def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch):
     :math:`C_i = \tilde Y^\top \tilde Y + (N-1) I = V \Lambda V^\top` (:math:`\tilde Y` the
     ``(k, N)`` gathered and tapered rows of :math:`Y_s^\top`), :math:`\delta x_i = a_i^\top V
     \Lambda^{-1} V^\top \tilde Y^\top \tilde d` and :math:`\sqrt{N-1}\, V \Lambda^{-1/2}
-    V^\top a_i`."""
+    V^\top a_i` (``square_root="eigenvector"``: :math:`\sqrt{N-1}\, \tilde V \tilde\Lambda^{-1/2} a_i`,
+    columns in the order of ascending eigenvalues of :math:`C_i^{-1}`)."""
     N = Ys.shape[0]
     YsT = Ys.T  # (m, N): gathering rows keeps each observation's N anomalies contiguous
     eye = jnp.eye(N, dtype=Ys.dtype)
@@ -153,6 +162,8 @@ def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch):
         dl = dys[ix] * sr  # (k,)
         lam, V = jnp.linalg.eigh(Yl.T @ Yl + (N - 1) * eye)
         Va, Vg = V.T @ a, V.T @ (Yl.T @ dl)
+        if square_root == "eigenvector":
+            return jnp.sum(Va * Vg / lam), V[:, ::-1] @ (a * (scale / jnp.sqrt(lam[::-1])))
         return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
 
     xs = (idx, sqrt_rho, A.T)
@@ -173,6 +184,7 @@ def ensemble_kalman_filter(
     method: str = "sqrt",
     inflation=1.0,
     rotate: bool = False,
+    square_root: str = "symmetric",
     localization_radius=None,
     localization: Geometry | None = None,
     store_ensembles: bool = True,
@@ -194,7 +206,16 @@ def ensemble_kalman_filter(
 
     The symmetric square root keeps the analysis mean at :math:`\bar x + A^\top w`
     :cite:`sakov2008implications`. ``rotate=True`` then multiplies the analysis anomalies by a
-    random mean-preserving orthogonal matrix.
+    random mean-preserving orthogonal matrix. ``square_root="eigenvector"`` uses instead
+    :math:`T = \sqrt{N-1}\,\tilde V\tilde\Lambda^{-1/2}` (the eigenvectors of :math:`C^{-1}` in
+    ascending order of its eigenvalues, without the closing :math:`V^\top`), as the LETKF of the
+    EnSF repository does :cite:`bao2024ensemble`. It satisfies :math:`T T^\top = (N-1) C^{-1}`,
+    but the analysis covariance :math:`A^\top T^\top T A/(N-1)` needs :math:`T^\top T = (N-1) C^{-1}`,
+    and here :math:`T^\top T = (N-1)\tilde\Lambda^{-1}`: member :math:`n`'s anomaly is scaled by the
+    :math:`n`-th eigenvalue, a pairing set by the sort order, and then rotated by :math:`\tilde V`
+    (per grid point, with the eigensolver's signs); the anomalies no longer sum to zero, so the
+    analysis mean also moves off :math:`\bar x + A^\top w` :cite:`sakov2008implications`. It is
+    here to measure what that choice costs, not for use.
 
     *LETKF* (``localization_radius`` :math:`\ell` not ``None``) :cite:`hunt2007efficient`: for
     each grid point :math:`i` of the geometry ``localization`` (default: the periodic 1-D ring of
@@ -248,7 +269,8 @@ def ensemble_kalman_filter(
     - ``ys`` ``(T, m)``; ``ensemble0`` ``(N, d)`` with ``N >= 2``: sample of the prior on :math:`x_0`.
     - ``key``: PRNG key (model noise, perturbed observations, rotations).
     - ``steps_per_obs``: model steps per cycle; ``method``: ``"sqrt"`` or ``"pertobs"``;
-      ``inflation`` :math:`\lambda \ge 1` typically; ``rotate``; ``localization_radius``
+      ``inflation`` :math:`\lambda \ge 1` typically; ``rotate``; ``square_root``
+      (``"symmetric"`` or ``"eigenvector"``, ``"sqrt"`` only); ``localization_radius``
       :math:`\ell > 0` (``"sqrt"`` only); ``localization``: a
       :class:`~assimilax.filters.localization.Geometry` with ``size == model.dim``
       (:class:`~assimilax.filters.localization.PeriodicRing`,
@@ -269,6 +291,10 @@ def ensemble_kalman_filter(
     check_positive_int(steps_per_obs, "steps_per_obs")
     if method not in ("sqrt", "pertobs"):
         raise ValueError(f"method must be 'sqrt' or 'pertobs', got {method!r}")
+    if square_root not in SQUARE_ROOTS:
+        raise ValueError(f"square_root must be one of {SQUARE_ROOTS}, got {square_root!r}")
+    if square_root != "symmetric" and method != "sqrt":
+        raise ValueError("square_root applies to method='sqrt' only")
     if is_concrete(inflation):
         infl = np.asarray(inflation)
         if infl.shape != () or not np.isfinite(infl) or infl <= 0:
@@ -290,7 +316,7 @@ def ensemble_kalman_filter(
         model, observation, jnp.asarray(ys), jnp.asarray(ensemble0), key,
         jnp.asarray(inflation, dtype=jnp.result_type(float)), radius, local, noise_std,
         steps_per_obs=steps_per_obs, method=method, rotate=bool(rotate), localize=localize,
-        store_ensembles=bool(store_ensembles), local_batch=batch,
+        store_ensembles=bool(store_ensembles), local_batch=batch, square_root=square_root,
     )
     name = "ensemble_kalman_filter (LETKF)" if localize else f"ensemble_kalman_filter ({method})"
     raise_if_diverged(res.analysis_mean, name)
@@ -299,10 +325,10 @@ def ensemble_kalman_filter(
 
 @functools.partial(
     jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles",
-                              "local_batch")
+                              "local_batch", "square_root")
 )
 def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, *, steps_per_obs, method,
-          rotate, localize, store_ensembles, local_batch):
+          rotate, localize, store_ensembles, local_batch, square_root="symmetric"):
     dtype = E0.dtype
     N, d = E0.shape
     ys = ys.astype(dtype)
@@ -343,11 +369,11 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
         Ys = whiten(Y)  # (N, m): Ys Ys^T = Y R^-1 Y^T
         dys = whiten(y - yo[0])
         if not localize:
-            w, T = _etkf_transform(Ys, dys)
+            w, T = _etkf_transform(Ys, dys, square_root)
             Aa = T @ A
             xa = mu + (w @ A)[None, :]
         else:
-            dx, Aa_T = _local_analyses(Ys, dys, A, local.indices, sqrt_rho, local_batch)  # (d,), (d, N)
+            dx, Aa_T = _local_analyses(Ys, dys, A, local.indices, sqrt_rho, local_batch, square_root)  # (d,), (d, N)
             Aa = Aa_T.T
             xa = mu + dx[None, :]
         if rotate:
@@ -374,4 +400,4 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 
-__all__ = ["ensemble_kalman_filter", "gaspari_cohn", "GC_SCALE", "LOCAL_BATCH_BYTES"]
+__all__ = ["ensemble_kalman_filter", "gaspari_cohn", "GC_SCALE", "LOCAL_BATCH_BYTES", "SQUARE_ROOTS"]
