@@ -111,10 +111,8 @@ def test_lorenz96_arctan_letkf_beats_ensf_beats_particle_filter():
         model, obs, y, e, key=k, inflation=1.02, localization_radius=8.0, **kw).analysis_mean))(Y, E0, K)
     ensf = jax.jit(jax.vmap(lambda y, e, k: ensemble_score_filter(
         model, obs, y, e, key=k, n_sde_steps=50, prior_score="per_member", **kw).analysis_mean))(Y, E0, K)
-    with jax.enable_x64():  # the jitter covariance at N < d is rank-deficient: its Cholesky needs float64
-        pf = jax.jit(jax.vmap(lambda y, e, k: particle_filter(
-            model, obs, y, e, key=k, jitter=0.5, resample_threshold=0.5, **kw).analysis_mean))(
-            Y.astype(jnp.float64), E0.astype(jnp.float64), K)
+    pf = jax.jit(jax.vmap(lambda y, e, k: particle_filter(
+        model, obs, y, e, key=k, jitter=0.5, resample_threshold=0.5, **kw).analysis_mean))(Y, E0, K)
     letkf, ensf, pf = (np.asarray(score(m, X)) for m in (letkf, ensf, pf))
     assert np.all(np.isfinite(pf)), pf
     assert metrics.compare(letkf, ensf).word == "better", metrics.compare(letkf, ensf).summary

@@ -6,8 +6,8 @@ import numpy as np
 
 from assimilax import simulate
 from assimilax.filters import kalman_filter, particle_filter, systematic_resample
-from assimilax.models import LinearGaussian
-from assimilax.observations import LinearObservation
+from assimilax.models import LinearGaussian, Lorenz96
+from assimilax.observations import LinearObservation, NonlinearObservation
 
 
 def test_systematic_resample_counts_are_floor_or_ceil_and_unbiased():
@@ -69,3 +69,23 @@ def test_same_key_same_result_jitter_and_vmap():
     f = jax.jit(jax.vmap(lambda k: particle_filter(model, obs, ys, E0, key=k, **kw).log_likelihood))
     out = np.asarray(f(jax.random.split(jax.random.PRNGKey(0), 4)))
     assert out.shape == (4,) and np.all(np.isfinite(out)) and len(set(out.tolist())) == 4
+
+
+def test_jitter_in_float32_with_fewer_particles_than_dimensions():
+    """N = 10 < d = 40 in float32: the jitter's weighted covariance is singular. A traced jitter grid
+    (so the jitter branch is compiled even for h = 0) gives, at h = 0, exactly the filter without
+    jitter, and at h > 0 finite particles that differ from it (a Cholesky of the singular
+    covariance gave NaN here)."""
+    model = Lorenz96(40, dt=0.01)
+    obs = NonlinearObservation("arctan", 40, 0.05)
+    x0 = model.integrate(8.0 + jax.random.normal(jax.random.PRNGKey(0), (40,), dtype=jnp.float32), 500)
+    sim = simulate(model, obs, x0, 8, key=jax.random.PRNGKey(1), steps_per_obs=10)
+    E0 = (x0[None] + jax.random.normal(jax.random.PRNGKey(2), (10, 40))).astype(jnp.float32)
+    ys = sim.observations.astype(jnp.float32)
+    run = lambda h: particle_filter(model, obs, ys, E0, key=jax.random.PRNGKey(3), jitter=h,  # noqa: E731
+                                    resample_threshold=1.0).ensembles
+    grid = np.asarray(jax.jit(jax.vmap(run))(jnp.asarray([0.0, 0.5], dtype=jnp.float32)))
+    plain = np.asarray(run(0.0))
+    assert grid.dtype == np.float32 and np.all(np.isfinite(grid))
+    np.testing.assert_array_equal(grid[0], plain)
+    assert np.abs(grid[1] - plain).max() > 1e-3

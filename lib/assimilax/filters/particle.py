@@ -144,14 +144,15 @@ def _pf(model, observation, ys, E0, key, threshold, jitter, *, steps_per_obs, st
             # regularisation (DAPPER's ``reg``): duplicated particles move by N(0, s^2 Sigma_w),
             # s = jitter * N^{-1/(d+4)} (Scott's rule), Sigma_w the unbiased weighted covariance.
             # degenerate weights (one particle holds ~all mass): use the unweighted covariance, as DAPPER
+            # Sigma_w = B^T B with the (N, d) factor B = diag(sqrt(w)) A_c / sqrt(1 - sum w^2), so
+            # z B with z ~ N(0, I_N) is an exact N(0, Sigma_w) draw: no Cholesky of the (d, d)
+            # covariance, which is singular for N <= d (the ridge it needed gave NaN in float32).
             degenerate = 1.0 - jnp.sum(w * w) < 1e-8
             wc = jnp.where(degenerate, jnp.full_like(w, 1.0 / N), w)
             Ac = E - (wc @ E)[None, :]
-            Sig = (Ac * wc[:, None]).T @ Ac / (1.0 - jnp.sum(wc * wc))
-            ridge = 1e-10 * jnp.trace(Sig) / d + jnp.finfo(dtype).tiny
-            root = jnp.linalg.cholesky(0.5 * (Sig + Sig.T) + ridge * jnp.eye(d, dtype=dtype))
+            B = Ac * jnp.sqrt(wc / (1.0 - jnp.sum(wc * wc)))[:, None]
             bandwidth = jitter * N ** (-1.0 / (d + 4.0))
-            noise = bandwidth * (jax.random.normal(kj, E.shape, dtype=dtype) @ root.T)
+            noise = bandwidth * (jax.random.normal(kj, (N, N), dtype=dtype) @ B)
             dup = (idx == jnp.roll(idx, 1)) | (idx == jnp.roll(idx, -1))
             E_res = E_res + jnp.where(dup[:, None], noise, 0.0)
         E_next = jnp.where(resample, E_res, E)
