@@ -119,3 +119,7 @@ __all__ += ["BandError", "band_error", "energy_spectrum_1d", "energy_spectrum_2d
 from .clustering import adjusted_rand_index, contingency_table, normalized_mutual_information  # noqa: E402
 
 __all__ += ["adjusted_rand_index", "contingency_table", "normalized_mutual_information"]
+
+from .runs import compare_runs, describe_runs, ensemble_scores, failed_runs, timed_call  # noqa: E402
+
+__all__ += ["compare_runs", "describe_runs", "ensemble_scores", "failed_runs", "timed_call"]
