@@ -374,7 +374,7 @@ def test_bad_input_is_refused():
     for bad in (0.0, -1.0, np.array([1.0, 2.0])):
         with pytest.raises(ValueError, match="localization_radius"):
             call(localization_radius=bad)
-    with pytest.raises(ValueError, match="expected model.dim = 12"):
+    with pytest.raises(ValueError, match="expected the state dimension 12"):
         call(localization_radius=1.0, localization=PeriodicGrid2D(3, 5))
     with pytest.raises(ValueError, match="needs localization_radius"):
         call(localization=PeriodicRing(d))

@@ -5,7 +5,7 @@ from .diffusion_da import (DiffusionTargets, GaussianTarget, climatology_diffusi
                            diffusion_targets, hybrid_diffusion_filter, soad_filter)
 from .ekf import extended_kalman_filter
 from . import localization
-from .enkf import ensemble_kalman_filter, gaspari_cohn
+from .enkf import LETKFAnalysis, ensemble_kalman_filter, gaspari_cohn, local_etkf_transform
 from .ensf import ensemble_score_filter
 from .ienks import iterative_ensemble_kalman_smoother
 from .kalman import kalman_filter, rts_smoother
@@ -23,6 +23,8 @@ __all__ = [
     "rts_smoother",
     "extended_kalman_filter",
     "ensemble_kalman_filter",
+    "LETKFAnalysis",
+    "local_etkf_transform",
     "iterative_ensemble_kalman_smoother",
     "gaspari_cohn",
     "localization",

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import functools
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
@@ -83,6 +84,56 @@ def _etkf_transform(Ys, dys, square_root="symmetric"):
     return w, T
 
 
+def _divided_differences(lam, f, fprime):
+    r"""First divided differences :math:`D_{ij} = (f(\lambda_i) - f(\lambda_j))/(\lambda_i - \lambda_j)`,
+    :math:`f'(\bar\lambda_{ij})` where the two eigenvalues agree to :math:`\sqrt{\epsilon}` (relative):
+    the Daleckii--Krein kernel of the derivative of a symmetric matrix function."""
+    li, lj = lam[:, None], lam[None, :]
+    diff = li - lj
+    tol = jnp.sqrt(jnp.finfo(lam.dtype).eps) * jnp.maximum(jnp.abs(li), jnp.abs(lj))
+    close = jnp.abs(diff) <= tol
+    return jnp.where(close, fprime(0.5 * (li + lj)), (f(li) - f(lj)) / jnp.where(close, 1.0, diff))
+
+
+@jax.custom_jvp
+def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float[Array, " N"]):
+    r"""The symmetric ETKF transform of one local analysis, differentiable everywhere.
+
+    With :math:`C = V \Lambda V^\top` (symmetric positive definite, :math:`N \times N`) returns
+    :math:`\big(a^\top C^{-1} g,\ \sqrt{N-1}\, C^{-1/2} a\big)`: the mean increment and the
+    analysis anomalies of one grid point of the LETKF (:math:`g = \tilde Y^\top \tilde d`, :math:`a`
+    the forecast anomalies of the component). The primal is one ``eigh``. Its derivative is taken
+    through the matrix functions :math:`f_1(\lambda) = 1/\lambda` and
+    :math:`f_2(\lambda) = \sqrt{N-1}/\sqrt{\lambda}` with the Daleckii--Krein formula
+    :math:`\mathrm d f(C) = V (D_f \circ V^\top \mathrm dC\, V) V^\top`, :math:`D_f` the divided
+    differences of :math:`f` on the eigenvalues (:func:`_divided_differences`), which is finite when
+    eigenvalues repeat. They always do in the LETKF: with :math:`k < N - 1` local observations
+    :math:`C_i` has the eigenvalue :math:`N-1` with multiplicity :math:`N - 1 - k` or more, where
+    differentiating through ``eigh`` itself gives NaN.
+    """
+    lam, V = jnp.linalg.eigh(C)
+    Va, Vg = V.T @ a, V.T @ g
+    scale = jnp.sqrt(jnp.asarray(C.shape[0] - 1.0, C.dtype))
+    return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
+
+
+@local_etkf_transform.defjvp
+def _local_etkf_transform_jvp(primals, tangents):
+    C, g, a = primals
+    dC, dg, da = tangents
+    lam, V = jnp.linalg.eigh(C)
+    scale = jnp.sqrt(jnp.asarray(C.shape[0] - 1.0, C.dtype))
+    Va, Vg = V.T @ a, V.T @ g
+    f1 = 1.0 / lam
+    f2 = scale / jnp.sqrt(lam)
+    M = V.T @ (0.5 * (dC + dC.T)) @ V
+    D1 = _divided_differences(lam, lambda z: 1.0 / z, lambda z: -1.0 / z**2)
+    D2 = _divided_differences(lam, lambda z: scale / jnp.sqrt(z), lambda z: -0.5 * scale * z ** (-1.5))
+    dx = jnp.sum((V.T @ da) * Vg * f1) + jnp.sum(Va * f1 * (V.T @ dg)) + Va @ ((D1 * M) @ Vg)
+    du = V @ (f2 * (V.T @ da) + (D2 * M) @ Va)
+    return (jnp.sum(Va * Vg * f1), V @ (Va * f2)), (dx, du)
+
+
 #: Bytes of gathered local blocks (whitened anomalies, ``C_i`` and its eigenvectors) processed at
 #: once by the LETKF; more grid points than fit go through ``lax.map`` in batches of this size.
 LOCAL_BATCH_BYTES = 32 * 2**20
@@ -108,15 +159,15 @@ def _cached_local_observations(geometry, locs_bytes, m, radius):
     return geometry.local_observations(locs, radius)
 
 
-def _local_setup(model, observation, localization_radius, geometry):
+def _local_setup(dim, observation, localization_radius, geometry):
     """Check the geometry and the radius; gather the local observations (NumPy, once per call,
     cached per geometry, observation layout and radius). Returns ``(LocalObservations, radius)``."""
-    geometry = PeriodicRing(model.dim) if geometry is None else geometry
+    geometry = PeriodicRing(dim) if geometry is None else geometry
     if not isinstance(geometry, Geometry):
         raise ValueError("localization must be a geometry of assimilax.filters.localization (PeriodicRing, "
                          f"PeriodicGrid2D, Locations), got {type(geometry).__name__}")
-    if geometry.size != model.dim:
-        raise ValueError(f"localization geometry has {geometry.size} grid points, expected model.dim = {model.dim}")
+    if geometry.size != dim:
+        raise ValueError(f"localization geometry has {geometry.size} grid points, expected the state dimension {dim}")
     where = getattr(observation, "H", getattr(observation, "indices", None))
     if where is not None and not is_concrete(where):
         raise ValueError("localization needs concrete observation locations (H or indices), got a traced array")
@@ -160,11 +211,12 @@ def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch, square_root="symmetric"):
         ix, sr, a = args  # (k,), (k,), (N,)
         Yl = YsT[ix] * sr[:, None]  # (k, N)
         dl = dys[ix] * sr  # (k,)
-        lam, V = jnp.linalg.eigh(Yl.T @ Yl + (N - 1) * eye)
-        Va, Vg = V.T @ a, V.T @ (Yl.T @ dl)
+        C = Yl.T @ Yl + (N - 1) * eye
         if square_root == "eigenvector":
+            lam, V = jnp.linalg.eigh(C)
+            Va, Vg = V.T @ a, V.T @ (Yl.T @ dl)
             return jnp.sum(Va * Vg / lam), V[:, ::-1] @ (a * (scale / jnp.sqrt(lam[::-1])))
-        return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
+        return local_etkf_transform(C, Yl.T @ dl, a)
 
     xs = (idx, sqrt_rho, A.T)
     if batch >= idx.shape[0]:
@@ -305,7 +357,7 @@ def ensemble_kalman_filter(
     if localize:
         if method != "sqrt":
             raise ValueError("localization_radius is supported for method='sqrt' (LETKF) only")
-        local, radius = _local_setup(model, observation, localization_radius, localization)
+        local, radius = _local_setup(model.dim, observation, localization_radius, localization)
         batch = _local_batch(model.dim, local.k_max, np.shape(ensemble0)[0],
                              jnp.dtype(jnp.asarray(ensemble0).dtype).itemsize)
         local = LocalObservations(*(jnp.asarray(a) for a in local))
@@ -323,15 +375,10 @@ def ensemble_kalman_filter(
     return res
 
 
-@functools.partial(
-    jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles",
-                              "local_batch", "square_root")
-)
-def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, *, steps_per_obs, method,
-          rotate, localize, store_ensembles, local_batch, square_root="symmetric"):
-    dtype = E0.dtype
-    N, d = E0.shape
-    ys = ys.astype(dtype)
+def _analysis_step(observation, radius, local, noise_std, dtype, *, method, rotate, localize, local_batch,
+                   square_root):
+    """The analysis of one cycle, ``analysis(E (N, d), y (m,), key, rot) -> E^a``, shared by
+    :func:`ensemble_kalman_filter` and :class:`LETKFAnalysis` (inflation is applied before it)."""
     if noise_std is not None:  # diagonal R: whiten by the vector 1 / sigma, O(m) memory
         inv_std = 1.0 / noise_std.astype(dtype)
 
@@ -345,13 +392,13 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
 
         def whiten(Z):  # Z (..., m) -> Z L_R^{-T}
             return Z @ L_R_inv.T
-    inflation = inflation.astype(dtype)
     if localize:
         sqrt_rho = taper_weights(local._replace(distances=local.distances.astype(dtype)),
                                  radius.astype(dtype))  # (d, k), zero at padding
     h = jax.vmap(observation)
 
     def analysis(E, y, key, rot):
+        N = E.shape[0]
         mu = member_mean(E, keepdims=True)
         A = E - mu
         Eo = h(E)
@@ -380,6 +427,81 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
             Aa = rot @ Aa
         return xa + Aa
 
+    return analysis
+
+
+class LETKFAnalysis(eqx.Module):
+    r"""The analysis step of :func:`ensemble_kalman_filter` alone, as an ensemble analysis
+    operator ``A(E^F (N, d), y (m,)) -> E^a (N, d)``: inflation of the forecast anomalies by
+    :math:`\lambda`, then the symmetric ETKF (``localization_radius=None``) or the LETKF, exactly
+    the code path of the filter (the same function computes both).
+
+    With localisation it is differentiable in the ensemble and the observation (through
+    :func:`local_etkf_transform`), so it can sit inside a network trained through the cycle
+    (:class:`~assimilax.learned.EnsembleStencilAnalysis`). The neighbour sets are gathered once, at
+    construction (NumPy), as the filter does per call.
+
+    **Arguments:** ``observation`` (operator with ``state_dim = d``; its ``R`` whitens), ``dim``
+    :math:`d`, ``inflation`` :math:`\lambda > 0`, ``localization_radius`` :math:`\ell` (``None``: no
+    localisation), ``localization`` (a geometry, default the periodic ring of ``dim`` sites),
+    ``n_members`` (sizes the batches of local analyses; any ensemble size works).
+    """
+
+    observation: object
+    inflation: float = eqx.field(static=True)
+    radius: object
+    local: object
+    noise_std: object
+    localize: bool = eqx.field(static=True)
+    local_batch: int = eqx.field(static=True)
+    acts_on_ensemble: bool = eqx.field(static=True, default=True)
+
+    def __init__(self, observation, dim: int, *, inflation: float = 1.0, localization_radius=None,
+                 localization: Geometry | None = None, n_members: int = 40):
+        check_positive_int(dim, "dim")
+        if observation.state_dim != dim:
+            raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, got dim={dim}")
+        infl = float(inflation)
+        if not np.isfinite(infl) or infl <= 0:
+            raise ValueError(f"inflation must be a positive finite scalar, got {inflation!r}")
+        if localization is not None and localization_radius is None:
+            raise ValueError("localization (a geometry) needs localization_radius, the taper radius; got None")
+        self.observation, self.inflation = observation, infl
+        self.localize = localization_radius is not None
+        if self.localize:
+            local, self.radius = _local_setup(dim, observation, localization_radius, localization)
+            self.local_batch = _local_batch(dim, local.k_max, int(n_members), 8)
+            self.local = LocalObservations(*(jnp.asarray(a) for a in local))
+        else:
+            self.radius, self.local, self.local_batch = None, None, 0
+        self.noise_std = _diagonal_noise_std(observation)
+
+    def __call__(self, E: Float[Array, "N d"], y: Float[Array, " m"]) -> Float[Array, "N d"]:
+        dtype = E.dtype
+        mu = member_mean(E, keepdims=True)
+        E = mu + jnp.asarray(self.inflation, dtype) * (E - mu)
+        # the operator, the taper and R are settings, not parameters: no gradient reaches them
+        frozen = jax.tree_util.tree_map(lambda z: jax.lax.stop_gradient(z) if eqx.is_inexact_array(z) else z,
+                                        (self.observation, self.radius, self.local, self.noise_std))
+        step = _analysis_step(*frozen, dtype, method="sqrt",
+                              rotate=False, localize=self.localize, local_batch=self.local_batch,
+                              square_root="symmetric")
+        return step(E, y.astype(dtype), None, None)
+
+
+@functools.partial(
+    jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles",
+                              "local_batch", "square_root")
+)
+def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, *, steps_per_obs, method,
+          rotate, localize, store_ensembles, local_batch, square_root="symmetric"):
+    dtype = E0.dtype
+    N = E0.shape[0]
+    ys = ys.astype(dtype)
+    inflation = inflation.astype(dtype)
+    analysis = _analysis_step(observation, radius, local, noise_std, dtype, method=method, rotate=rotate,
+                              localize=localize, local_batch=local_batch, square_root=square_root)
+
     def cycle(E, inp):
         kf, ka = jax.random.split(inp.key)
         E = forecast_ensemble(model, E, inp.t0, kf, steps_per_obs)
@@ -400,4 +522,4 @@ def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, 
     return EnsembleFilterResult(ma, sa, mf, sf, ens)
 
 
-__all__ = ["ensemble_kalman_filter", "gaspari_cohn", "GC_SCALE", "LOCAL_BATCH_BYTES", "SQUARE_ROOTS"]
+__all__ = ["ensemble_kalman_filter", "LETKFAnalysis", "local_etkf_transform", "gaspari_cohn", "GC_SCALE", "LOCAL_BATCH_BYTES", "SQUARE_ROOTS"]
