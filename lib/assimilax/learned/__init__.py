@@ -10,6 +10,8 @@ from .joint import (DEFAULT_WEIGHTS, TERMS, JointBatch, JointFit, fit_joint, joi
                     sample_batch, state_sensitivity)
 from .forward import LearnedDynamics, LinearForward, MLPForward, ModelForward, StencilForward, as_forward, ring_windows
 from .training import fit_cycled_analysis, fit_regression
+from .ensemble import (EnsembleFit, EnsembleStencilAnalysis, ensemble_windows, fit_ensemble_analysis,
+                       unrolled_ensemble_loss)
 
 __all__ = [
     "LinearForward", "MLPForward", "StencilForward", "ModelForward", "LearnedDynamics", "as_forward", "ring_windows",
@@ -20,6 +22,8 @@ __all__ = [
     "cycled_analysis_pairs", "shifted_pairs",
     "fit_joint", "joint_loss_terms", "JointFit", "JointBatch", "sample_batch", "residual_draw", "state_sensitivity",
     "TERMS", "DEFAULT_WEIGHTS",
+    "EnsembleStencilAnalysis", "EnsembleFit", "fit_ensemble_analysis", "unrolled_ensemble_loss",
+    "ensemble_windows",
 ]
 
 # Mixtures of experts for switching dynamics (issue 18).

@@ -60,7 +60,11 @@ def learned_filter(forward, observation, ys: Float[Array, "T m"],
       trajectories carry observations only): ``ys`` is then checked for shape ``(T, m)`` and
       finiteness alone.
     - ``ys``: ``(T, m)``.
-    - ``analysis``: ``T(u_f (d,), y (m,)) -> (d,)``.
+    - ``analysis``: ``T(u_f (d,), y (m,)) -> (d,)``, applied to each member; or an *ensemble*
+      analysis (an object with ``acts_on_ensemble = True``, e.g.
+      :class:`~assimilax.learned.EnsembleStencilAnalysis`, :class:`~assimilax.filters.LETKFAnalysis`)
+      ``G(E^F (N, d), y (m,)) -> (N, d)``, applied to the whole forecast ensemble (only with
+      ``cycle="members"``).
     - ``ensemble0``: ``(N, d)`` initial ensemble, or ``(d,)`` repeated ``n_members`` times
       (default 1) — the time-0 state.
     - ``key``: PRNG key (residual draws, model noise).
@@ -94,6 +98,9 @@ def learned_filter(forward, observation, ys: Float[Array, "T m"],
     check_positive_int(steps_per_obs, "steps_per_obs")
     if cycle not in ("members", "analysis", "mean"):
         raise ValueError(f"cycle must be 'members', 'analysis' or 'mean', got {cycle!r}")
+    if getattr(analysis, "acts_on_ensemble", False) and cycle != "members":
+        raise ValueError(f"an ensemble analysis ({type(analysis).__name__}) cycles its members: use cycle='members', "
+                         f"got {cycle!r}")
     E0 = jnp.asarray(ensemble0)
     if E0.ndim == 1:
         N = 1 if n_members is None else n_members
@@ -149,7 +156,10 @@ def _learned_filter(forward, analysis, residual, ys, E0, key, *, model_noise, st
             EF = forecast_ensemble(forward.model, E, inp.t0, kf if model_noise else None, forward.steps_per_obs)
         else:
             EF = jax.vmap(forward)(E)
-        U = jax.vmap(analysis, in_axes=(0, None))(EF, y)
+        if getattr(analysis, "acts_on_ensemble", False):
+            U = analysis(EF, y)
+        else:
+            U = jax.vmap(analysis, in_axes=(0, None))(EF, y)
         u_det = U if cycle == "analysis" else u_det
         if cycle != "members":
             U = jnp.broadcast_to(U, (N, U.shape[1]))
