@@ -386,3 +386,25 @@ def test_letkf_analysis_refuses_bad_input():
         LETKFAnalysis(obs, 20)
     with pytest.raises(ValueError, match="needs localization_radius"):
         LETKFAnalysis(obs, 24, localization=object())
+
+
+def test_letkf_analysis_keeps_the_ensemble_dtype():
+    """A float32 ensemble is analysed in float32 although x64 is on and H is float64."""
+    from assimilax.filters import LETKFAnalysis
+    _, obs, sim, _, EF = _l96_forecast_ensemble()
+    A = LETKFAnalysis(obs, 24, inflation=1.03, localization_radius=3.0, n_members=12)
+    out = A(EF.astype(jnp.float32), sim.observations[0])
+    assert out.dtype == jnp.float32
+    np.testing.assert_allclose(out, A(EF, sim.observations[0]), rtol=0, atol=1e-3)
+
+
+def test_letkf_filter_runs_in_float32_under_x64():
+    """The scan carry stays float32 with a float64 observation operator (x64 is on in the tests)."""
+    l96, obs, sim, E0, _ = _l96_forecast_ensemble()
+    f32 = jnp.float32
+    res = ensemble_kalman_filter(l96, obs, sim.observations.astype(f32), E0.astype(f32), key=jax.random.PRNGKey(0),
+                                 inflation=1.03, localization_radius=3.0)
+    ref = ensemble_kalman_filter(l96, obs, sim.observations, E0, key=jax.random.PRNGKey(0), inflation=1.03,
+                                 localization_radius=3.0)
+    assert res.analysis_mean.dtype == f32
+    np.testing.assert_allclose(res.analysis_mean, ref.analysis_mean, rtol=0, atol=1e-3)

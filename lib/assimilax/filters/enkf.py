@@ -378,7 +378,10 @@ def ensemble_kalman_filter(
 def _analysis_step(observation, radius, local, noise_std, dtype, *, method, rotate, localize, local_batch,
                    square_root):
     """The analysis of one cycle, ``analysis(E (N, d), y (m,), key, rot) -> E^a``, shared by
-    :func:`ensemble_kalman_filter` and :class:`LETKFAnalysis` (inflation is applied before it)."""
+    :func:`ensemble_kalman_filter` and :class:`LETKFAnalysis` (inflation is applied before it).
+    The operator's arrays are cast to ``dtype``, so that a float32 ensemble stays float32 when x64
+    is enabled and the operator was built in float64."""
+    observation = jax.tree_util.tree_map(lambda z: z.astype(dtype) if eqx.is_inexact_array(z) else z, observation)
     if noise_std is not None:  # diagonal R: whiten by the vector 1 / sigma, O(m) memory
         inv_std = 1.0 / noise_std.astype(dtype)
 
@@ -481,12 +484,14 @@ class LETKFAnalysis(eqx.Module):
         mu = member_mean(E, keepdims=True)
         E = mu + jnp.asarray(self.inflation, dtype) * (E - mu)
         # the operator, the taper and R are settings, not parameters: no gradient reaches them
-        frozen = jax.tree_util.tree_map(lambda z: jax.lax.stop_gradient(z) if eqx.is_inexact_array(z) else z,
-                                        (self.observation, self.radius, self.local, self.noise_std))
+        # (cast to the ensemble's dtype: a float32 ensemble is analysed in float32 under x64 too)
+        frozen = jax.tree_util.tree_map(
+            lambda z: jax.lax.stop_gradient(z).astype(dtype) if eqx.is_inexact_array(z) else z,
+            (self.observation, self.radius, self.local, self.noise_std))
         step = _analysis_step(*frozen, dtype, method="sqrt",
                               rotate=False, localize=self.localize, local_batch=self.local_batch,
                               square_root="symmetric")
-        return step(E, y.astype(dtype), None, None)
+        return step(E, y.astype(dtype), None, None).astype(dtype)
 
 
 @functools.partial(

@@ -123,7 +123,7 @@ class EnsembleStencilAnalysis(eqx.Module):
         N, d = E.shape
         dt = E.dtype
         idx = jnp.asarray(self.obs_indices)
-        obs = jax.tree_util.tree_map(lambda z: jax.lax.stop_gradient(z) if eqx.is_inexact_array(z) else z,
+        obs = jax.tree_util.tree_map(lambda z: jax.lax.stop_gradient(z).astype(dt) if eqx.is_inexact_array(z) else z,
                                      self.observation)
         scatter = lambda v: jnp.zeros(d, dt).at[idx].set(v.astype(dt))  # noqa: E731
         mu = member_mean(E)
