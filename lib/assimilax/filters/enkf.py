@@ -95,7 +95,6 @@ def _divided_differences(lam, f, fprime):
     return jnp.where(close, fprime(0.5 * (li + lj)), (f(li) - f(lj)) / jnp.where(close, 1.0, diff))
 
 
-@jax.custom_jvp
 def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float[Array, " N"]):
     r"""The symmetric ETKF transform of one local analysis, differentiable everywhere.
 
@@ -111,14 +110,19 @@ def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float
     :math:`C_i` has the eigenvalue :math:`N-1` with multiplicity :math:`N - 1 - k` or more, where
     differentiating through ``eigh`` itself gives NaN.
     """
+    return _local_etkf(C, g, a)
+
+
+@jax.custom_jvp
+def _local_etkf(C, g, a):
     lam, V = jnp.linalg.eigh(C)
     Va, Vg = V.T @ a, V.T @ g
     scale = jnp.sqrt(jnp.asarray(C.shape[0] - 1.0, C.dtype))
     return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
 
 
-@local_etkf_transform.defjvp
-def _local_etkf_transform_jvp(primals, tangents):
+@_local_etkf.defjvp
+def _local_etkf_jvp(primals, tangents):
     C, g, a = primals
     dC, dg, da = tangents
     lam, V = jnp.linalg.eigh(C)
