@@ -105,7 +105,7 @@ def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float
     through the matrix functions :math:`f_1(\lambda) = 1/\lambda` and
     :math:`f_2(\lambda) = \sqrt{N-1}/\sqrt{\lambda}` with the Daleckii--Krein formula
     :math:`\mathrm d f(C) = V (D_f \circ V^\top \mathrm dC\, V) V^\top`, :math:`D_f` the divided
-    differences of :math:`f` on the eigenvalues (:func:`_divided_differences`), which is finite when
+    differences of :math:`f` on the eigenvalues, which is finite when
     eigenvalues repeat. They always do in the LETKF: with :math:`k < N - 1` local observations
     :math:`C_i` has the eigenvalue :math:`N-1` with multiplicity :math:`N - 1 - k` or more, where
     differentiating through ``eigh`` itself gives NaN.
