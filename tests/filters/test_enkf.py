@@ -299,7 +299,49 @@ def test_eigenvector_square_root_scales_members_by_sorted_eigenvalues(localizati
                                  localization_radius=localization_radius)
     np.testing.assert_allclose(np.asarray(sym.ensembles[0]).mean(0), ma, rtol=1e-9, atol=1e-11)
     with pytest.raises(ValueError, match="square_root"):
-        ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), square_root="cholesky")
+        ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0), square_root="qr")
+
+
+# ----------------------------------------------------------------------------- the Cholesky root
+@pytest.mark.parametrize("N, m", [(9, 4), (9, 15), (28, 40)])
+def test_cholesky_root_is_a_mean_preserving_rotation_of_the_symmetric_root(N, m):
+    """T' = U T with U orthogonal and U 1 = 1: under a Haar mean-preserving rotation Omega the
+    rotated filters Omega T' A and Omega T A have the same law; the weights w are the same."""
+    from assimilax.filters.enkf import _etkf_cholesky_root, _etkf_transform
+    rng = np.random.default_rng(N + m)
+    Ys = rng.standard_normal((N, m)) * rng.uniform(0.1, 3.0, m)
+    Ys -= Ys.mean(0)
+    dys = rng.standard_normal(m)
+    w_sym, T = (np.asarray(z) for z in _etkf_transform(jnp.asarray(Ys), jnp.asarray(dys)))
+    w_chol, TpI = (np.asarray(z) for z in _etkf_cholesky_root(jnp.asarray(Ys), jnp.asarray(dys), jnp.eye(N)))
+    np.testing.assert_allclose(w_chol, w_sym, rtol=1e-10, atol=1e-12)
+    U = TpI @ np.linalg.inv(T)
+    np.testing.assert_allclose(U.T @ U, np.eye(N), atol=1e-11)
+    np.testing.assert_allclose(U @ np.ones(N), np.ones(N), atol=1e-11)
+    assert np.abs(U - np.eye(N)).max() > 1e-3  # a different root, not the symmetric one again
+    C = Ys @ Ys.T + (N - 1) * np.eye(N)  # T'^T T' = (N-1) C^{-1}
+    np.testing.assert_allclose(TpI.T @ TpI, (N - 1) * np.linalg.inv(C), rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("rotate", [False, True])
+def test_cholesky_root_filter_equals_kalman_update_and_is_the_rotated_default(rotate, deterministic_linear):
+    A, P, mu, H, R, y, E0 = _problem(seed=4)
+    model, obs = deterministic_linear(A=jnp.asarray(A)), LinearObservation(H, R)
+    kw = dict(key=jax.random.PRNGKey(2), rotate=rotate)
+    res = ensemble_kalman_filter(model, obs, y[None], E0, square_root="cholesky", **kw)
+    ma, Pa = _kalman_update(A @ mu, A @ P @ A.T, H, R, y)
+    Ea = np.asarray(res.ensembles[0])
+    np.testing.assert_allclose(Ea.mean(0), ma, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.cov(Ea.T), Pa, rtol=1e-9, atol=1e-12)
+    default = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, **kw).ensembles[0])
+    sym = np.asarray(ensemble_kalman_filter(model, obs, y[None], E0, square_root="symmetric", **kw).ensembles[0])
+    if rotate:  # the rotated ETKF uses the Cholesky root by default
+        np.testing.assert_array_equal(default, Ea)
+    else:
+        np.testing.assert_array_equal(default, sym)
+    assert np.abs(sym - Ea).max() > 1e-3  # same moments, other members
+    with pytest.raises(ValueError, match="global ETKF only"):
+        ensemble_kalman_filter(model, obs, y[None], E0, square_root="cholesky", localization_radius=2.0, **kw)
 
 
 # ----------------------------------------------------------------------------- LETKFAnalysis, differentiable

@@ -82,15 +82,11 @@ def _reflectors(key, num, n, dtype):
     ``a`` ``(num, n, n)`` with the reflector of step ``k`` (unit leading entry, LAPACK's
     convention) below the diagonal of column ``k``, ``taus`` ``(num, n - 1)`` and the column
     signs ``d`` ``(num, n)``."""
-    # column k of a lower-triangular (n, n) array holds x_k (length n - k); one extra zero pads
-    # the upper triangle
-    idx = np.full((n, n), n * (n + 1) // 2, dtype=np.int32)
-    start = 0
-    for k in range(n):
-        idx[k:, k] = np.arange(start, start + n - k)
-        start += n - k
+    # column k of a lower-triangular (n, n) array holds x_k (length n - k): the n(n+1)/2 normals
+    # z are laid out by a reshape, [z_{n:}, reversed z] -> (n, n), whose lower triangle holds
+    # every z_j exactly once (no gather: a gather of the padded vector cost more than drawing z)
     z = jax.random.normal(key, (num, n * (n + 1) // 2), dtype=dtype)
-    X = jnp.concatenate([z, jnp.zeros((num, 1), dtype)], axis=1)[:, idx]  # (num, n, n)
+    X = jnp.tril(jnp.concatenate([z[:, n:], jnp.flip(z, axis=1)], axis=1).reshape(num, n, n))
     alpha = jnp.diagonal(X, axis1=1, axis2=2)  # leading entries x_{k,1}
     norm = jnp.sqrt(jnp.sum(X * X, axis=1))  # |x_k|
     s = jnp.where(alpha >= 0, 1.0, -1.0).astype(dtype)
