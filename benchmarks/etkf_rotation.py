@@ -1,8 +1,11 @@
 r"""The ETKF's random rotation on DAPPER's ``sakov2008`` (Lorenz-96, d = 40, N = 28, float64, one
-thread): assimilax with ``rotate=True`` (the Householder construction of
-:mod:`assimilax.filters.rotations`), with the QR construction it replaced (a copy kept below), and
-with ``rotate=False``, against DAPPER's ``EnKF('Sqrt', N=28, infl=1.02, rot=True)``, in one
-process, over the seeds and the protocol of :mod:`benchmarks.peers`.
+thread): assimilax with ``rotate=True`` and its default root there (``square_root="cholesky"``,
+the mean-preserving Cholesky root: the same law as the symmetric root under the rotation, no
+``eigh``), with the symmetric root (one ``eigh`` per cycle, the default before), and with
+``rotate=False``, against DAPPER's ``EnKF('Sqrt', N=28, infl=1.02, rot=True)``, in one process,
+over the seeds and the protocol of :mod:`benchmarks.peers`. The rotations themselves are drawn
+by the Householder construction of :mod:`assimilax.filters.rotations`; drawing them alone is
+timed against the QR construction it replaced (a copy kept below).
 
 Usage (peer venv)::
 
@@ -10,8 +13,8 @@ Usage (peer venv)::
 
 Protocol: truth and observations from DAPPER's ``HMM.simulate()`` after ``set_seed(seed)``, the
 same arrays for both libraries; RMSE exactly DAPPER's ``rmse.a`` (time mean after the burn-in).
-Per seed, DAPPER runs once; then the three assimilax variants, each compiled ahead of time
-(``jax.jit(...).lower(...).compile()``, so that swapping the rotation needs no cache tricks), run
+Per seed, DAPPER runs once; then the assimilax variants (:data:`VARIANTS`), each compiled ahead of time
+(``jax.jit(...).lower(...).compile()``), run
 ``REPEATS`` times in turn (round robin: the load of this shared machine hits them alike); a
 variant's time per cycle is the median over its runs, then over seeds. The library's own entry
 point is also timed as :mod:`benchmarks.peers` does (first call with compilation for
@@ -40,6 +43,12 @@ N_MEMBERS = 28
 INFLATION = 1.02
 PUBLISHED_RMSE = 0.18
 REPEATS = 5
+#: (name, rotate, square_root) of the compiled variants: the default of the rotated ETKF (the
+#: Cholesky root, same law as the symmetric one under the rotation), the symmetric root (one
+#: ``eigh`` per cycle, the default before), and no rotation (symmetric root)
+VARIANTS = (("rotate=True, Cholesky root (default)", True, None),
+            ("rotate=True, symmetric root (eigh, before)", True, "symmetric"),
+            ("rotate=False", False, None))
 THREAD_ENV = {
     "XLA_FLAGS": "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1",
     "OMP_NUM_THREADS": "1",
@@ -112,7 +121,6 @@ def main(argv=None):
     import dapper.tools.progressbar as pb
     from dapper.tools.seeding import set_seed
 
-    import assimilax.filters.enkf as enkf_module
     from assimilax.filters import ensemble_kalman_filter
     from assimilax.filters.rotations import mean_preserving_rotations
     from assimilax.models import Lorenz96
@@ -133,14 +141,16 @@ def main(argv=None):
         per_time = np.sqrt(np.mean((np.asarray(means) - truth) ** 2, axis=-1))
         return float(np.mean(per_time[masko]))
 
+    @jax.jit  # the initial draw compiled, as it is in the compiled variants (no eager dispatch)
     def initial(key):
         k0, k1 = jax.random.split(key)
         return X0_mu + jax.random.normal(k0, (N_MEMBERS, 40), dtype=X0_mu.dtype) @ L0.T, k1
 
-    def run(ys, key, rotate):
+    def run(ys, key, rotate, square_root=None):
         E0, k1 = initial(key)
         res = ensemble_kalman_filter(model, obs, ys, E0, key=k1, steps_per_obs=1, method="sqrt",
-                                     inflation=INFLATION, rotate=rotate, store_ensembles=False)
+                                     inflation=INFLATION, rotate=rotate, square_root=square_root,
+                                     store_ensembles=False)
         return res.analysis_mean
 
     data = {}
@@ -156,18 +166,10 @@ def main(argv=None):
     jax.block_until_ready(run(ys0, key0, True))
     seconds_total = time.perf_counter() - t0
 
-    # the three variants, compiled ahead of time
+    # the variants, compiled ahead of time
     compiled = {}
-    for name, rotate, rot_fn in (("rotate=True (Householder)", True, mean_preserving_rotations),
-                                 ("rotate=True (QR, before)", True, old_mean_preserving_rotations),
-                                 ("rotate=False", False, mean_preserving_rotations)):
-        enkf_module.mean_preserving_rotations = rot_fn
-        try:
-            jax.clear_caches()
-            compiled[name] = jax.jit(functools.partial(run, rotate=rotate)).lower(ys0, key0).compile()
-        finally:
-            enkf_module.mean_preserving_rotations = mean_preserving_rotations
-    jax.clear_caches()
+    for name, rotate, square_root in VARIANTS:
+        compiled[name] = jax.jit(functools.partial(run, rotate=rotate, square_root=square_root)).lower(ys0, key0).compile()
 
     # the rotations alone, n_an draws (round robin, best of 15)
     gen = {"Householder": jax.jit(lambda k: mean_preserving_rotations(k, n_an, N_MEMBERS, jnp.float64)),

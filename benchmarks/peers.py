@@ -698,6 +698,10 @@ def _machine():
     return f"{os.cpu_count()} CPU cores ({cpu}), shared with other jobs; JAX on CPU"
 
 
+#: issue 20: the ETKF with the random rotation on sakov2008 (N = 28), per cycle against DAPPER
+ROTATION_TARGET = 40
+
+
 def verdicts(records):
     """One line per target of the issue, from the records."""
     out = []
@@ -727,7 +731,8 @@ def verdicts(records):
         if sp is not None:
             line += f"; {sp:.1f}× faster per cycle"
             if ("EnKF" in o["method"] or "LETKF" in o["method"]) and o["problem"] != ARCTAN:
-                line += " (target ≥ 20×: " + ("met" if sp >= 20 else "MISSED") + ")"
+                target = ROTATION_TARGET if o.get("benchmark") == "benchmarks.etkf_rotation" else 20
+                line += f" (target ≥ {target}×: " + ("met" if sp >= target else "MISSED") + ")"
         out.append(line + ".")
     for r in sorted((r for r in records if r.get("pytorch_anchor_seconds_per_cycle") is not None and r["dim"] >= 10_000),
                     key=lambda r: (r["method"], r["dim"])):
