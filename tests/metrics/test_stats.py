@@ -121,3 +121,62 @@ def test_loglog_slope_matches_numpy_polyfit_per_column():
         loglog_slope(np.ones(5), np.arange(1.0, 6.0))
     with pytest.raises(ValueError, match="shape"):
         loglog_slope(x[:3], y)
+
+
+def test_loglog_slope_nan_for_columns_with_a_nonpositive_value():
+    from assimilax.metrics import loglog_slope
+    x = np.geomspace(1.0, 100.0, 6)
+    y = np.stack([2.0 * x ** 0.5, x - 10.0, 0.3 * x ** -1.0], axis=1)  # the middle column crosses 0
+    out = loglog_slope(x, y, nonpositive="nan")
+    assert np.isnan(out[1])
+    np.testing.assert_allclose(out[[0, 2]], [np.polyfit(np.log(x), np.log(y[:, j]), 1)[0] for j in (0, 2)], rtol=1e-10)
+    np.testing.assert_allclose(out[[0, 2]], [0.5, -1.0], rtol=1e-10)
+    assert np.isnan(float(loglog_slope(x, -x, nonpositive="nan")))  # one column: a NumPy scalar
+    assert float(loglog_slope(x, x ** 2, nonpositive="nan")) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope(x, y)  # the default still refuses
+    with pytest.raises(ValueError, match="positive"):
+        loglog_slope(-x, x, nonpositive="nan")  # x must be positive whatever the policy
+    with pytest.raises(ValueError, match="nonpositive"):
+        loglog_slope(x, x, nonpositive="clip")
+
+
+def _verdict_with(word):
+    """A real verdict with the given word: paired differences of a known sign (or centred on 0)."""
+    d = {"better": -1.0, "worse": 1.0, "indistinguishable": 0.0}[word]
+    b = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    return compare(b + d + np.array([0.01, -0.01, 0.02, -0.02, 0.0]), b)
+
+
+def test_verdicts_by_setting_groups_settings_by_phrase_in_order():
+    from assimilax.metrics import verdicts_by_setting
+    words = ["better", "better", "indistinguishable", "better", "worse"]
+    verdicts = [_verdict_with(w) for w in words]
+    assert [v.word for v in verdicts] == words
+    sigmas = np.geomspace(0.03, 20.0, 5)
+    got = verdicts_by_setting(verdicts, sigmas, "AR(2)")
+    s = [f"{x:.2g}" for x in sigmas]
+    assert got == (f"better than AR(2) at σ = {s[0]}, {s[1]}, {s[3]}; within noise of it at σ = {s[2]}; "
+                   f"worse than it at σ = {s[4]}")
+    assert verdicts_by_setting(verdicts[:1], ["small"], "the window", name="N") == "better than the window at N = small"
+    assert verdicts_by_setting(verdicts[:2], [0.123456, 7.0], "x", digits=4) == "better than x at σ = 0.1235, 7"
+    with pytest.raises(ValueError, match="one setting per verdict"):
+        verdicts_by_setting(verdicts, sigmas[:2], "AR(2)")
+    with pytest.raises(ValueError, match="at least one"):
+        verdicts_by_setting([], [], "AR(2)")
+
+
+def test_largest_with_verdict():
+    from assimilax.metrics import largest_with_verdict
+    words = ["better", "better", "indistinguishable", "better", "worse"]
+    verdicts = [_verdict_with(w) for w in words]
+    rmse = np.array([0.1, 0.4, 0.9, 0.3, 2.0])
+    assert largest_with_verdict(rmse, verdicts) == 0.4  # not the last "better" in order: the largest value
+    assert largest_with_verdict(rmse, verdicts, "worse") == 2.0
+    assert largest_with_verdict(rmse[:2], verdicts[:2], "worse") is None
+    with pytest.raises(ValueError, match="shape"):
+        largest_with_verdict(rmse[:3], verdicts)
+    with pytest.raises(ValueError, match="word"):
+        largest_with_verdict(rmse, verdicts, "good")
+    with pytest.raises(ValueError, match="NaN"):
+        largest_with_verdict(np.array([np.nan, 1.0, 1.0, 1.0, 1.0]), verdicts)

@@ -17,7 +17,7 @@ take concrete (NumPy-convertible) values, not traced ones, and return Python flo
 """
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import jax
 import numpy as np
@@ -255,7 +255,8 @@ def interval_position(interval: MeanInterval, low: float, high: Optional[float] 
     return "inside"
 
 
-def loglog_slope(x: Float[Array, " L *batch"], y: Float[Array, " L *batch"]) -> np.ndarray:
+def loglog_slope(x: Float[Array, " L *batch"], y: Float[Array, " L *batch"], *,
+                 nonpositive: str = "raise") -> np.ndarray:
     r"""Least-squares slope :math:`\hat b` of :math:`\log y = a + b \log x` along axis 0 (the points
     of the fit), one slope per remaining index: ``x`` ``(L,)`` shared by every column of ``y``
     ``(L, *batch)``, or ``x`` with the shape of ``y`` (one abscissa per column, e.g. per seed),
@@ -263,21 +264,94 @@ def loglog_slope(x: Float[Array, " L *batch"], y: Float[Array, " L *batch"]) -> 
     .. math:: \hat b = \frac{\sum_l (u_l - \bar u)(v_l - \bar v)}{\sum_l (u_l - \bar u)^2},
        \qquad u = \log x,\ v = \log y .
 
-    Raises ``ValueError`` for fewer than two points, non-positive values, or a constant ``x``."""
+    A power law :math:`y = c\,x^b` has no slope where some :math:`y \le 0` (a negative regret, say):
+    ``nonpositive="raise"`` (default) refuses such input, ``nonpositive="nan"`` returns NaN for
+    each column of ``y`` that holds a value :math:`\le 0` (and the slope of the others), e.g. for
+    a table cell that should read "no slope". ``x`` must be positive either way.
+
+    Raises ``ValueError`` for fewer than two points, non-positive ``x`` (or ``y`` unless
+    ``nonpositive="nan"``), or a constant ``x``."""
+    if nonpositive not in ("raise", "nan"):
+        raise ValueError(f"nonpositive must be 'raise' or 'nan', got {nonpositive!r}")
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim == 1 and y.ndim > 1:
         x = x.reshape((-1,) + (1,) * (y.ndim - 1))
     if y.ndim < 1 or y.shape[0] < 2 or x.shape[0] != y.shape[0] or np.broadcast_shapes(x.shape, y.shape) != y.shape:
         raise ValueError(f"x must have shape (L,) or y's shape, y (L >= 2, ...), got {x.shape} and {y.shape}")
-    if not (np.all(x > 0) and np.all(y > 0)):
+    bad = ~np.all(y > 0, axis=0)  # columns without a slope
+    if not np.all(x > 0) or (nonpositive == "raise" and np.any(bad)):
         raise ValueError("a log-log slope needs positive x and y")
-    u, v = np.log(x), np.log(y)
+    u, v = np.log(x), np.log(np.where(bad, 1.0, y))
     u, v = u - u.mean(0), v - v.mean(0)
     den = np.sum(np.broadcast_to(u, v.shape) ** 2, axis=0)
     if np.any(den == 0):
         raise ValueError("x is constant along axis 0: the slope is undefined")
-    return np.sum(u * v, axis=0) / den
+    return np.where(bad, np.nan, np.sum(u * v, axis=0) / den)[()]  # a NumPy scalar for one column
+
+
+def verdicts_by_setting(verdicts: Sequence[Verdict], settings: Sequence, reference: str, *,
+                        name: str = "σ", digits: int = 2) -> str:
+    r"""One sentence for a sweep of verdicts: the settings grouped by the phrase that holds there.
+
+    For verdicts :math:`v_1, \dots, v_L` of a method against ``reference`` at settings
+    :math:`s_1, \dots, s_L` (noise levels, sizes, ...), the settings are grouped by
+    ``v.phrase`` in the order the phrases first appear, and each group becomes
+    ``"<phrase> <reference> at <name> = s_i, s_j"`` (the reference named in the first group,
+    ``"it"`` in the later ones), the groups joined by ``"; "``. E.g. ``"better than AR(2) at
+    σ = 0.03, 0.08; within noise of it at σ = 0.2"``. Numbers are written with ``digits``
+    significant digits, other settings with ``str``. Plain text, safe to glue (glued text is not
+    parsed as MyST).
+
+    **Arguments:**
+
+    - `verdicts`: :class:`Verdict` objects (from :func:`compare` or
+      :func:`~assimilax.metrics.compare_runs`), one per setting.
+    - `settings`: the ``L`` settings, in sweep order.
+    - `reference`: how the sentence names the other side of the comparisons.
+    - `name`: the setting's symbol; `digits`: significant digits of numeric settings.
+
+    **Returns:** the sentence (a ``str``). Raises ``ValueError`` when the lengths differ or there
+    is no verdict.
+    """
+    verdicts, settings = list(verdicts), list(settings)
+    if len(verdicts) != len(settings):
+        raise ValueError(f"one setting per verdict: got {len(verdicts)} verdicts and {len(settings)} settings")
+    if not verdicts:
+        raise ValueError("verdicts_by_setting needs at least one verdict")
+    groups: dict = {}
+    for v, s in zip(verdicts, settings):
+        text = s if isinstance(s, str) else f"{s:.{digits}g}"
+        groups.setdefault(v.phrase, []).append(text)
+    return "; ".join(f"{phrase} {reference if k == 0 else 'it'} at {name} = {', '.join(texts)}"
+                     for k, (phrase, texts) in enumerate(groups.items()))
+
+
+def largest_with_verdict(values: Float[Array, " L"], verdicts: Sequence[Verdict], word: str = "better") -> Optional[float]:
+    r"""The largest of ``values`` :math:`q_i` at which verdict :math:`v_i` has ``v.word == word``:
+    :math:`\max\{q_i : v_i = \text{word}\}`, or ``None`` if no verdict has that word.
+
+    For a sweep of a quality variable (e.g. the analysis RMSE behind a forecast used as a hint),
+    the largest value at which a method is still ``"better"`` than its reference: how bad the
+    input may get before the advantage stops being distinguishable.
+
+    **Arguments:** `values` shape ``(L,)``, finite; `verdicts` ``L`` :class:`Verdict` objects;
+    `word` one of ``"better"``, ``"indistinguishable"``, ``"worse"`` (or ``"not comparable"``,
+    from :func:`~assimilax.metrics.compare_runs`).
+
+    **Returns:** a Python float or ``None``. Raises ``ValueError`` for mismatched lengths, an
+    unknown word, or non-finite values.
+    """
+    q = np.asarray(values, dtype=np.float64)
+    verdicts = list(verdicts)
+    if q.ndim != 1 or q.shape[0] != len(verdicts):
+        raise ValueError(f"values must have shape (L,) with one verdict each, got {q.shape} and {len(verdicts)} verdicts")
+    if word not in ("better", "indistinguishable", "worse", "not comparable"):
+        raise ValueError(f"word must be 'better', 'indistinguishable', 'worse' or 'not comparable', got {word!r}")
+    if not np.all(np.isfinite(q)):
+        raise ValueError("values contains NaN or inf")
+    hits = [float(x) for x, v in zip(q, verdicts) if v.word == word]
+    return max(hits) if hits else None
 
 
 __all__ = ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "welch_comparison", "mean_interval", "paired_comparison", "compare",
-           "format_interval", "interval_position", "loglog_slope"]
+           "format_interval", "interval_position", "loglog_slope", "verdicts_by_setting", "largest_with_verdict"]
