@@ -2,7 +2,8 @@
 
 Geometries (:class:`Simplex`, :class:`Ball`), learners (:func:`mirror_descent`, :func:`ftrl`,
 :func:`optimistic_mirror_descent`, with constant or :class:`AdaptiveEta` steps), hint processes
-(:mod:`assimilax.online.hints`) and regret / bound functions (:mod:`assimilax.online.regret`).
+(:mod:`assimilax.online.hints`), regret / bound functions (:mod:`assimilax.online.regret`) and
+synthetic loss sequences to run them on (:func:`loss_sequences`).
 """
 from .algorithms import AdaptiveEta, OnlineResult, ftrl, mirror_descent, optimistic_mirror_descent
 from .geometry import Ball, Simplex
@@ -18,6 +19,7 @@ from .hints import (
     WeightedAverage,
     Zero,
 )
+from .sequences import LOSS_KINDS, loss_sequences
 from .regret import (
     adaptive_eta_bound,
     best_fixed_action,
@@ -35,5 +37,5 @@ __all__ = [
     "AutoRegressive", "Clip", "EmpiricalMean", "ExternalForecast", "FadingMemory",
     "HedgeOverHints", "Hint", "LastValue", "WeightedAverage", "Zero",
     "adaptive_eta_bound", "best_fixed_action", "fixed_eta_bound", "hint_errors", "regret",
-    "regret_path", "tuned_bound", "tuned_eta",
+    "regret_path", "tuned_bound", "tuned_eta", "LOSS_KINDS", "loss_sequences",
 ]
