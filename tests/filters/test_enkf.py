@@ -356,13 +356,13 @@ def _l96_forecast_ensemble(N=12, d=24):
     return l96, obs, sim, E0, forecast_ensemble(l96, E0, 0.0, None, 1)
 
 
-@pytest.mark.parametrize("radius", [None, 3.0])
-def test_letkf_analysis_is_one_cycle_of_the_filter(radius):
+@pytest.mark.parametrize("radius, domain", [(None, None), (3.0, None), (3.0, 3)])
+def test_letkf_analysis_is_one_cycle_of_the_filter(radius, domain):
     from assimilax.filters import LETKFAnalysis
     l96, obs, sim, E0, EF = _l96_forecast_ensemble()
     res = ensemble_kalman_filter(l96, obs, sim.observations[:1], E0, key=jax.random.PRNGKey(3), inflation=1.07,
-                                 localization_radius=radius)
-    A = LETKFAnalysis(obs, 24, inflation=1.07, localization_radius=radius, n_members=12)
+                                 localization_radius=radius, local_domain=domain)
+    A = LETKFAnalysis(obs, 24, inflation=1.07, localization_radius=radius, local_domain=domain, n_members=12)
     np.testing.assert_allclose(A(EF, sim.observations[0]), res.ensembles[0], rtol=0, atol=1e-10)
 
 
@@ -400,12 +400,18 @@ def test_local_etkf_transform_derivative_is_finite_and_exact_with_repeated_eigen
     C = Yl.T @ Yl + (N - 1) * jnp.eye(N)
     _, u = local_etkf_transform(C, g, a)
     np.testing.assert_allclose(u @ u, (N - 1) * a @ np.linalg.solve(C, a), rtol=1e-10)
+    # n_members sets the scale sqrt(N - 1) for a block of another order (the LETKF's order N - 1 block)
+    _, u7 = local_etkf_transform(C, g, a, n_members=7)
+    np.testing.assert_allclose(u7, u * np.sqrt(6.0 / (N - 1)), rtol=1e-12)
+    with pytest.raises(ValueError, match="n_members"):
+        local_etkf_transform(C, g, a, n_members=0)
 
 
-def test_letkf_analysis_gradient_matches_finite_differences():
+@pytest.mark.parametrize("domain", [None, 2])
+def test_letkf_analysis_gradient_matches_finite_differences(domain):
     from assimilax.filters import LETKFAnalysis
     _, obs, sim, _, EF = _l96_forecast_ensemble()
-    A = LETKFAnalysis(obs, 24, inflation=1.03, localization_radius=3.0, n_members=12)
+    A = LETKFAnalysis(obs, 24, inflation=1.03, localization_radius=3.0, local_domain=domain, n_members=12)
     y = sim.observations[0]
     f = lambda E, y: jnp.sum(jnp.sin(A(E, y)))  # noqa: E731
     gE, gy = jax.grad(f, argnums=(0, 1))(EF, y)

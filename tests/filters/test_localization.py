@@ -196,6 +196,121 @@ def test_letkf_on_2d_grid_equals_dense_taper_reference():
     assert np.max(np.abs(ring - got)) > 1e-2  # the geometry matters
 
 
+# ------------------------------------------------------------------------------- local domains
+def _dense_domain_letkf_analysis(E, Eo, y, r_std, dist, radius, domains):
+    """DAPPER's batched LETKF in NumPy: one dense-taper transform per domain, at the mean distance
+    of the domain's points to each observation, applied to every point of the domain."""
+    N = E.shape[0]
+    mu, yo = E.mean(0), Eo.mean(0)
+    A, Y = E - mu, Eo - yo
+    Ys, dys = Y / r_std, (y - yo) / r_std
+    Ea = np.empty_like(E)
+    for row in domains:
+        sr = np.sqrt(_gc(dist[row].mean(0), radius))
+        Yl, dl = Ys * sr, dys * sr
+        lam, V = np.linalg.eigh(Yl @ Yl.T + (N - 1) * np.eye(N))
+        w = V @ ((V.T @ (Yl @ dl)) / lam)
+        T = V @ np.diag(np.sqrt(N - 1) / np.sqrt(lam)) @ V.T
+        Ea[:, row] = mu[row] + (w @ A[:, row])[None, :] + T @ A[:, row]
+    return Ea
+
+
+def test_partitions_cut_the_grid_into_rectangles():
+    np.testing.assert_array_equal(PeriodicRing(12).partition(3), np.arange(12).reshape(4, 3))
+    np.testing.assert_array_equal(PeriodicRing(12).partition(1), np.arange(12)[:, None])
+    tiles = PeriodicGrid2D(4, 6).partition((2, 3))
+    assert tiles.shape == (4, 6)
+    np.testing.assert_array_equal(np.sort(tiles.ravel()), np.arange(24))  # a partition
+    for row in tiles:
+        i1, i2 = np.divmod(row, 6)
+        assert i1.min() % 2 == 0 and i2.min() % 3 == 0
+        np.testing.assert_array_equal(i1, i1.min() + np.repeat([0, 1], 3))
+        np.testing.assert_array_equal(i2, i2.min() + np.tile([0, 1, 2], 2))
+    np.testing.assert_array_equal(PeriodicGrid2D(4, 6).partition(2), PeriodicGrid2D(4, 6).partition((2, 2)))
+    np.testing.assert_array_equal(Locations(np.arange(5.0)).partition(1), np.arange(5)[:, None])
+    bad = [(PeriodicRing(10), 3, "divide"), (PeriodicGrid2D(4, 6), (3, 2), "divide"),
+           (PeriodicRing(10), 0, "positive"), (PeriodicRing(10), 2.0, "positive"),
+           (PeriodicGrid2D(4, 6), (2, 2, 1), "tuple of 2"), (Locations(np.arange(6.0)), 2, "no grid")]
+    for geom, block, match in bad:
+        with pytest.raises(ValueError, match=match):
+            geom.partition(block)
+
+
+@given(b1=st.integers(1, 3), b2=st.integers(1, 3), q1=st.integers(1, 4), q2=st.integers(1, 4),
+       radius=st.floats(0.1, 3.0), stride=st.integers(1, 4), seed=st.integers(0, 2**16))
+def test_domain_neighbour_sets_use_the_mean_distance(b1, b2, q1, q2, radius, stride, seed):
+    n1, n2 = b1 * q1, b2 * q2
+    geom = PeriodicGrid2D(n1, n2)
+    rng = np.random.default_rng(seed)
+    locs = np.sort(rng.permutation(n1 * n2)[: max(1, n1 * n2 // stride)])
+    domains = geom.partition((b1, b2))
+    local = geom.local_observations(locs, radius, domains)
+    mean_dist = _grid_dist(np.arange(n1 * n2), locs, n1, n2)[domains].mean(1)  # (n, m)
+    cut = 2 * GC_SCALE * radius
+    assert local.indices.shape[0] == domains.shape[0]
+    for b in range(domains.shape[0]):
+        got = local.indices[b][local.mask[b]]
+        np.testing.assert_array_equal(got, np.flatnonzero(mean_dist[b] <= cut))
+        np.testing.assert_allclose(local.distances[b][local.mask[b]], mean_dist[b][got], atol=1e-12)
+    assert local.k_max == max(1, int((mean_dist <= cut).sum(1).max()))
+
+
+@pytest.mark.parametrize("block", [2, 3])
+@pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
+def test_letkf_local_domains_on_ring_equal_dense_reference(block, kind):
+    d, N, radius = 30, 8, 2.0
+    rng = np.random.default_rng(7)
+    E0 = 1.5 * rng.standard_normal((N, d)) + rng.standard_normal(d)
+    if kind == "linear_partial":
+        locs = np.arange(1, d, 3)
+        obs = LinearObservation.partial(locs, d, rng.uniform(0.5, 1.5, len(locs)))
+        Eo = E0[:, locs]
+        r_std = np.sqrt(np.diag(np.asarray(obs.R)))
+    else:
+        locs = np.arange(d)
+        obs = NonlinearObservation("arctan", d, 0.3)
+        Eo = np.asarray(jax.vmap(obs)(jnp.asarray(E0)))
+        r_std = np.full(d, 0.3)
+    y = Eo.mean(0) + rng.standard_normal(len(locs)) * r_std
+    domains = np.arange(d).reshape(-1, block)
+    want = _dense_domain_letkf_analysis(E0, Eo, y, r_std, _ring_dist(np.arange(d), locs, d), radius, domains)
+    got = _one_analysis(obs, E0, y, localization_radius=radius, local_domain=block)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+    per_point = _one_analysis(obs, E0, y, localization_radius=radius)
+    assert np.max(np.abs(got - per_point)) > 1e-3  # the domains change the analysis
+    np.testing.assert_array_equal(_one_analysis(obs, E0, y, localization_radius=radius, local_domain=1), per_point)
+    np.testing.assert_allclose(got.mean(0), want.mean(0), rtol=1e-10, atol=1e-10)
+
+
+def test_letkf_local_domains_on_2d_grid_equal_dense_reference():
+    n1, n2, N = 8, 6, 10
+    d = n1 * n2
+    rng = np.random.default_rng(8)
+    E0 = rng.standard_normal((N, d)) + rng.standard_normal(d)
+    locs = np.sort(rng.permutation(d)[:20])
+    obs = LinearObservation.partial(locs, d, 0.6)
+    y = E0[:, locs].mean(0) + 0.6 * rng.standard_normal(len(locs))
+    geom = PeriodicGrid2D(n1, n2)
+    want = _dense_domain_letkf_analysis(E0, E0[:, locs], y, np.full(len(locs), 0.6),
+                                        _grid_dist(np.arange(d), locs, n1, n2), 1.5, geom.partition((2, 3)))
+    got = _one_analysis(obs, E0, y, localization_radius=1.5, localization=geom, local_domain=(2, 3))
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
+
+
+def test_local_domain_needs_localisation_and_a_dividing_block():
+    d, N = 12, 5
+    E0 = np.random.default_rng(9).standard_normal((N, d))
+    obs = NonlinearObservation("arctan", d, 0.3)
+    y = np.zeros(d)
+    with pytest.raises(ValueError, match="needs localization_radius"):
+        _one_analysis(obs, E0, y, local_domain=2)
+    with pytest.raises(ValueError, match="divide"):
+        _one_analysis(obs, E0, y, localization_radius=2.0, local_domain=5)
+    with pytest.raises(ValueError, match="no grid"):
+        _one_analysis(obs, E0, y, localization_radius=2.0, localization=Locations(np.arange(d) * 1.0),
+                      local_domain=2)
+
+
 def test_letkf_batched_lax_map_equals_vmap(monkeypatch):
     """Many grid points go through lax.map in batches; the numbers do not depend on the batch."""
     import assimilax.filters.enkf as enkf_module
@@ -207,7 +322,7 @@ def test_letkf_batched_lax_map_equals_vmap(monkeypatch):
     y = np.asarray(obs(jnp.asarray(E0[0])))
     full = _one_analysis(obs, E0, y, localization_radius=2.5)  # one vmap over the 50 points
     k = PeriodicRing(d).local_observations(np.arange(d), 2.5).k_max
-    monkeypatch.setattr(enkf_module, "LOCAL_BATCH_BYTES", 7 * (2 * k * N + 4 * N * N) * 8)  # 7 points a batch
+    monkeypatch.setattr(enkf_module, "LOCAL_BATCH_BYTES", 7 * (2 * k * N + 4 * N * N + 2 * N) * 8)  # 7 points a batch
     assert enkf_module._local_batch(d, k, N, 8) == 7
     batched = _one_analysis(obs, E0, y, localization_radius=2.5)
     np.testing.assert_allclose(batched, full, rtol=1e-12, atol=1e-12)

@@ -84,6 +84,19 @@ def _etkf_transform(Ys, dys, square_root="symmetric"):
     return w, T
 
 
+def _householder_q0(N, dtype):
+    r"""``Z -> Q_0 Z`` for the Householder reflection :math:`Q_0 = I - 2uu^\top` of order ``N`` that
+    exchanges :math:`e_1` and :math:`\mathbf 1/\sqrt N` (``Z`` ``(N,)`` or ``(N, k)``). For a
+    centred ``Z`` (:math:`\mathbf 1^\top Z = 0`) the first row of :math:`Q_0 Z` is zero."""
+    u = jnp.full((N,), -1.0 / np.sqrt(N), dtype).at[0].add(1.0)
+    u = u / jnp.linalg.norm(u)
+
+    def q0(Z):
+        return Z - 2.0 * jnp.outer(u, u @ Z) if Z.ndim == 2 else Z - 2.0 * u * (u @ Z)
+
+    return q0
+
+
 def _etkf_cholesky_root(Ys, dys, A, O=None):
     r"""The ETKF update without an eigendecomposition (``square_root="cholesky"``): the mean weights
     :math:`w = C^{-1} Y_s d_s` and the analysis anomalies :math:`T' A` for the mean-preserving
@@ -111,12 +124,7 @@ def _etkf_cholesky_root(Ys, dys, A, O=None):
     :math:`M = \sqrt{N-1}\, L^{-1}`: neither :math:`\Omega` nor the conjugation is formed)."""
     N = Ys.shape[0]
     dtype = Ys.dtype
-    u = jnp.full((N,), -1.0 / np.sqrt(N), dtype).at[0].add(1.0)
-    u = u / jnp.linalg.norm(u)  # Q0 = I - 2 u u^T
-
-    def q0(Z):  # Q0 @ Z for Z (N,) or (N, k)
-        return Z - 2.0 * jnp.outer(u, u @ Z) if Z.ndim == 2 else Z - 2.0 * u * (u @ Z)
-
+    q0 = _householder_q0(N, dtype)
     Zs = q0(Ys)  # Q0 Ys: its first row is ~0 (1^T Ys = 0)
     Ct = Zs[1:] @ Zs[1:].T + (N - 1) * jnp.eye(N - 1, dtype=dtype)  # lower block of Q0 C Q0
     L = jnp.linalg.cholesky(Ct)
@@ -141,13 +149,16 @@ def _divided_differences(lam, f, fprime):
     return jnp.where(close, fprime(0.5 * (li + lj)), (f(li) - f(lj)) / jnp.where(close, 1.0, diff))
 
 
-def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float[Array, " N"]):
+def local_etkf_transform(C: Float[Array, "n n"], g: Float[Array, " n"], a: Float[Array, " n"], *,
+                         n_members: int | None = None):
     r"""The symmetric ETKF transform of one local analysis, differentiable everywhere.
 
-    With :math:`C = V \Lambda V^\top` (symmetric positive definite, :math:`N \times N`) returns
+    With :math:`C = V \Lambda V^\top` (symmetric positive definite, :math:`n \times n`) returns
     :math:`\big(a^\top C^{-1} g,\ \sqrt{N-1}\, C^{-1/2} a\big)`: the mean increment and the
     analysis anomalies of one grid point of the LETKF (:math:`g = \tilde Y^\top \tilde d`, :math:`a`
-    the forecast anomalies of the component). The primal is one ``eigh``. Its derivative is taken
+    the forecast anomalies of the component), :math:`N` = ``n_members`` (default :math:`n`; the
+    LETKF passes :math:`n = N - 1`, the block of :math:`C` orthogonal to :math:`\mathbf 1`, see
+    :func:`ensemble_kalman_filter`). The primal is one ``eigh``. Its derivative is taken
     through the matrix functions :math:`f_1(\lambda) = 1/\lambda` and
     :math:`f_2(\lambda) = \sqrt{N-1}/\sqrt{\lambda}` with the Daleckii--Krein formula
     :math:`\mathrm d f(C) = V (D_f \circ V^\top \mathrm dC\, V) V^\top`, :math:`D_f` the divided
@@ -156,23 +167,26 @@ def local_etkf_transform(C: Float[Array, "N N"], g: Float[Array, " N"], a: Float
     :math:`C_i` has the eigenvalue :math:`N-1` with multiplicity :math:`N - 1 - k` or more, where
     differentiating through ``eigh`` itself gives NaN.
     """
-    return _local_etkf(C, g, a)
+    if n_members is None:
+        n_members = C.shape[-1]
+    check_positive_int(n_members, "n_members")
+    return _local_etkf(float(np.sqrt(n_members - 1.0)), C, g, a)
 
 
-@jax.custom_jvp
-def _local_etkf(C, g, a):
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
+def _local_etkf(scale, C, g, a):
     lam, V = jnp.linalg.eigh(C)
     Va, Vg = V.T @ a, V.T @ g
-    scale = jnp.sqrt(jnp.asarray(C.shape[0] - 1.0, C.dtype))
+    scale = jnp.asarray(scale, C.dtype)
     return jnp.sum(Va * Vg / lam), V @ (Va * (scale / jnp.sqrt(lam)))
 
 
 @_local_etkf.defjvp
-def _local_etkf_jvp(primals, tangents):
+def _local_etkf_jvp(scale, primals, tangents):
     C, g, a = primals
     dC, dg, da = tangents
     lam, V = jnp.linalg.eigh(C)
-    scale = jnp.sqrt(jnp.asarray(C.shape[0] - 1.0, C.dtype))
+    scale = jnp.asarray(scale, C.dtype)
     Va, Vg = V.T @ a, V.T @ g
     f1 = 1.0 / lam
     f2 = scale / jnp.sqrt(lam)
@@ -204,14 +218,17 @@ def _diagonal_noise_std(observation):
 
 
 @functools.lru_cache(maxsize=32)
-def _cached_local_observations(geometry, locs_bytes, m, radius):
+def _cached_local_observations(geometry, locs_bytes, m, radius, block):
     locs = np.frombuffer(locs_bytes, dtype=np.int64, count=m)
-    return geometry.local_observations(locs, radius)
+    members = geometry.partition(block)
+    return geometry.local_observations(locs, radius, members), members
 
 
-def _local_setup(dim, observation, localization_radius, geometry):
-    """Check the geometry and the radius; gather the local observations (NumPy, once per call,
-    cached per geometry, observation layout and radius). Returns ``(LocalObservations, radius)``."""
+def _local_setup(dim, observation, localization_radius, geometry, local_domain=None):
+    """Check the geometry, the radius and the local domains; gather the local observations (NumPy,
+    once per call, cached per geometry, observation layout, radius and domain shape). Returns
+    ``(LocalObservations, radius, members)``: ``members`` ``(n, B)`` the state indices of each
+    local domain, or ``None`` for one analysis per grid point."""
     geometry = PeriodicRing(dim) if geometry is None else geometry
     if not isinstance(geometry, Geometry):
         raise ValueError("localization must be a geometry of assimilax.filters.localization (PeriodicRing, "
@@ -229,49 +246,81 @@ def _local_setup(dim, observation, localization_radius, geometry):
         gather_radius = float(rad)
     else:  # traced radius: the neighbour sets cannot depend on it; gather every observation
         gather_radius = float("inf")
-    local = _cached_local_observations(geometry, locs.tobytes(), locs.size, gather_radius)
-    return local, jnp.asarray(localization_radius, dtype=jnp.result_type(float))
+    block = 1 if local_domain is None else local_domain
+    if isinstance(block, (list, np.ndarray)):
+        block = tuple(np.asarray(block).tolist())
+    try:
+        hash(block)
+    except TypeError:
+        raise ValueError(f"local_domain must be an int or a tuple of ints, got {local_domain!r}") from None
+    local, members = _cached_local_observations(geometry, locs.tobytes(), locs.size, gather_radius, block)
+    members = None if members.shape[1] == 1 else members
+    return local, jnp.asarray(localization_radius, dtype=jnp.result_type(float)), members
 
 
-def _local_batch(d, k, N, itemsize):
-    """Grid points per batch of local analyses so that a batch's gathered blocks
-    (``k x N`` anomalies, ``N x N`` matrices) stay within :data:`LOCAL_BATCH_BYTES`."""
-    per_point = (2 * k * N + 4 * N * N) * itemsize
-    return int(max(1, min(d, LOCAL_BATCH_BYTES // per_point)))
+def _local_batch(n, k, N, itemsize, B=1):
+    """Local analyses (of ``n``, one per grid point or per domain of ``B`` points) per batch so
+    that a batch's gathered blocks (``k x N`` anomalies, ``N x N`` matrices, ``B x N`` state
+    anomalies in and out) stay within :data:`LOCAL_BATCH_BYTES`."""
+    per_point = (2 * k * N + 4 * N * N + 2 * B * N) * itemsize
+    return int(max(1, min(n, LOCAL_BATCH_BYTES // per_point)))
 
 
-def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch, square_root="symmetric"):
-    r"""One ETKF analysis per grid point from its gathered, tapered observations.
+def _local_analyses(Ys, dys, A, idx, sqrt_rho, batch, square_root="symmetric", members=None):
+    r"""One ETKF analysis per grid point (or per local domain) from its gathered, tapered
+    observations.
 
     ``Ys`` ``(N, m)`` whitened anomalies, ``dys`` ``(m,)`` whitened innovation, ``A`` ``(N, d)``
-    forecast anomalies, ``idx``/``sqrt_rho`` ``(d, k)`` local observation indices and
-    :math:`\sqrt{\rho}` (zero at padding). Returns the mean increments ``(d,)`` and the analysis
-    anomalies, transposed, ``(d, N)``: for point :math:`i`, with
+    forecast anomalies, ``idx``/``sqrt_rho`` ``(n, k)`` local observation indices and
+    :math:`\sqrt{\rho}` (zero at padding), one row per grid point (``members=None``, ``n = d``) or
+    per local domain (``members`` ``(n, B)``: the state indices of each domain, a partition of
+    the grid; each domain's transform is applied to the anomalies of all its points). Returns the
+    mean increments ``(d,)`` and the analysis anomalies, transposed, ``(d, N)``: for point
+    :math:`i` (of domain :math:`b`: read :math:`C_b` for :math:`C_i`), with
     :math:`C_i = \tilde Y^\top \tilde Y + (N-1) I = V \Lambda V^\top` (:math:`\tilde Y` the
     ``(k, N)`` gathered and tapered rows of :math:`Y_s^\top`), :math:`\delta x_i = a_i^\top V
     \Lambda^{-1} V^\top \tilde Y^\top \tilde d` and :math:`\sqrt{N-1}\, V \Lambda^{-1/2}
     V^\top a_i` (``square_root="eigenvector"``: :math:`\sqrt{N-1}\, \tilde V \tilde\Lambda^{-1/2} a_i`,
     columns in the order of ascending eigenvalues of :math:`C_i^{-1}`)."""
     N = Ys.shape[0]
-    YsT = Ys.T  # (m, N): gathering rows keeps each observation's N anomalies contiguous
-    eye = jnp.eye(N, dtype=Ys.dtype)
-    scale = jnp.sqrt(jnp.asarray(N - 1.0, Ys.dtype))
+    dtype = Ys.dtype
+    deflate = square_root != "eigenvector"
+    if deflate:
+        # C_i 1 = (N-1) 1 (the anomalies are centred), so Q0 C_i Q0 = diag(N-1, C~_i) with Q0 the
+        # reflection exchanging e_1 and 1/sqrt(N): the symmetric root is Q0 diag((N-1)^{-1/2},
+        # C~_i^{-1/2}) Q0 and the first rows of Q0 Ys, Q0 A, Q0 g vanish, so each local analysis
+        # needs only the block C~_i of order N-1 (the numbers of the order-N path, to rounding)
+        q0 = _householder_q0(N, dtype)
+        obs_rows, state_rows, n = q0(Ys)[1:].T, q0(A)[1:].T, N - 1  # (m, N-1), (d, N-1)
+    else:
+        obs_rows, state_rows, n = Ys.T, A.T, N  # gathering rows keeps an observation's anomalies contiguous
+    eye = jnp.eye(n, dtype=dtype)
+    scale = float(np.sqrt(N - 1.0))
 
     def one(args):
-        ix, sr, a = args  # (k,), (k,), (N,)
-        Yl = YsT[ix] * sr[:, None]  # (k, N)
-        dl = dys[ix] * sr  # (k,)
+        ix, sr, a = args  # (k,), (k,), (n,) or (B, n): a domain's points share C
+        Yl = obs_rows[ix] * sr[:, None]  # (k, n)
         C = Yl.T @ Yl + (N - 1) * eye
-        if square_root == "eigenvector":
+        g = Yl.T @ (dys[ix] * sr)
+        if deflate:
+            def apply(ai):
+                return _local_etkf(scale, C, g, ai)
+        else:  # the eigenvector root of the EnSF repository
             lam, V = jnp.linalg.eigh(C)
-            Va, Vg = V.T @ a, V.T @ (Yl.T @ dl)
-            return jnp.sum(Va * Vg / lam), V[:, ::-1] @ (a * (scale / jnp.sqrt(lam[::-1])))
-        return local_etkf_transform(C, Yl.T @ dl, a)
+            Vg = V.T @ g
 
-    xs = (idx, sqrt_rho, A.T)
-    if batch >= idx.shape[0]:
-        return jax.vmap(one)(xs)
-    return jax.lax.map(one, xs, batch_size=batch)
+            def apply(ai):
+                return jnp.sum((V.T @ ai) * Vg / lam), V[:, ::-1] @ (ai * (scale / jnp.sqrt(lam[::-1])))
+        return apply(a) if a.ndim == 1 else jax.vmap(apply)(a)  # C is not batched: one eigh per domain
+
+    xs = (idx, sqrt_rho, state_rows if members is None else state_rows[members])
+    dx, AaT = jax.vmap(one)(xs) if batch >= idx.shape[0] else jax.lax.map(one, xs, batch_size=batch)
+    if members is not None:
+        inverse = jnp.argsort(members.reshape(-1))  # members is a partition of range(d)
+        dx, AaT = dx.reshape(-1)[inverse], AaT.reshape(-1, n)[inverse]
+    if deflate:
+        AaT = q0(jnp.concatenate([jnp.zeros((1, AaT.shape[0]), dtype), AaT.T])).T  # (d, N)
+    return dx, AaT
 
 
 # ----------------------------------------------------------------------------- public API
@@ -289,6 +338,7 @@ def ensemble_kalman_filter(
     square_root: str | None = None,
     localization_radius=None,
     localization: Geometry | None = None,
+    local_domain=None,
     store_ensembles: bool = True,
 ) -> EnsembleFilterResult:
     r"""Ensemble Kalman filter: ETKF / LETKF (``method="sqrt"``) or stochastic EnKF
@@ -425,16 +475,21 @@ def ensemble_kalman_filter(
     if localize:
         if method != "sqrt":
             raise ValueError("localization_radius is supported for method='sqrt' (LETKF) only")
-        local, radius = _local_setup(model.dim, observation, localization_radius, localization)
-        batch = _local_batch(model.dim, local.k_max, np.shape(ensemble0)[0],
-                             jnp.dtype(jnp.asarray(ensemble0).dtype).itemsize)
+        local, radius, members = _local_setup(model.dim, observation, localization_radius, localization,
+                                              local_domain)
+        B = 1 if members is None else members.shape[1]
+        batch = _local_batch(local.indices.shape[0], local.k_max, np.shape(ensemble0)[0],
+                             jnp.dtype(jnp.asarray(ensemble0).dtype).itemsize, B)
         local = LocalObservations(*(jnp.asarray(a) for a in local))
+        members = None if members is None else jnp.asarray(members, dtype=jnp.int32)
     else:
-        local, radius, batch = None, None, 0
+        if local_domain is not None:
+            raise ValueError("local_domain needs localization_radius (it partitions the LETKF's local analyses)")
+        local, radius, batch, members = None, None, 0, None
     noise_std = _diagonal_noise_std(observation)
     res = _enkf(
         model, observation, jnp.asarray(ys), jnp.asarray(ensemble0), key,
-        jnp.asarray(inflation, dtype=jnp.result_type(float)), radius, local, noise_std,
+        jnp.asarray(inflation, dtype=jnp.result_type(float)), radius, local, noise_std, members,
         steps_per_obs=steps_per_obs, method=method, rotate=bool(rotate), localize=localize,
         store_ensembles=bool(store_ensembles), local_batch=batch, square_root=square_root,
     )
@@ -444,7 +499,7 @@ def ensemble_kalman_filter(
 
 
 def _analysis_step(observation, radius, local, noise_std, dtype, *, method, rotate, localize, local_batch,
-                   square_root):
+                   square_root, members=None):
     """The analysis of one cycle, ``analysis(E (N, d), y (m,), key, rot) -> E^a``, shared by
     :func:`ensemble_kalman_filter` and :class:`LETKFAnalysis` (inflation is applied before it).
     The operator's arrays are cast to ``dtype``, so that a float32 ensemble stays float32 when x64
@@ -495,7 +550,8 @@ def _analysis_step(observation, radius, local, noise_std, dtype, *, method, rota
             Aa = T @ A
             xa = mu + (w @ A)[None, :]
         else:
-            dx, Aa_T = _local_analyses(Ys, dys, A, local.indices, sqrt_rho, local_batch, square_root)  # (d,), (d, N)
+            dx, Aa_T = _local_analyses(Ys, dys, A, local.indices, sqrt_rho, local_batch, square_root,
+                                     members)  # (d,), (d, N)
             Aa = Aa_T.T
             xa = mu + dx[None, :]
         if rotate and square_root != "cholesky":
@@ -527,12 +583,13 @@ class LETKFAnalysis(eqx.Module):
     radius: object
     local: object
     noise_std: object
+    members: object
     localize: bool = eqx.field(static=True)
     local_batch: int = eqx.field(static=True)
     acts_on_ensemble: bool = eqx.field(static=True, default=True)
 
     def __init__(self, observation, dim: int, *, inflation: float = 1.0, localization_radius=None,
-                 localization: Geometry | None = None, n_members: int = 40):
+                 localization: Geometry | None = None, local_domain=None, n_members: int = 40):
         check_positive_int(dim, "dim")
         if observation.state_dim != dim:
             raise ValueError(f"observation operator expects states of dimension {observation.state_dim}, got dim={dim}")
@@ -544,11 +601,16 @@ class LETKFAnalysis(eqx.Module):
         self.observation, self.inflation = observation, infl
         self.localize = localization_radius is not None
         if self.localize:
-            local, self.radius = _local_setup(dim, observation, localization_radius, localization)
-            self.local_batch = _local_batch(dim, local.k_max, int(n_members), 8)
+            local, self.radius, members = _local_setup(dim, observation, localization_radius, localization,
+                                                       local_domain)
+            B = 1 if members is None else members.shape[1]
+            self.local_batch = _local_batch(local.indices.shape[0], local.k_max, int(n_members), 8, B)
             self.local = LocalObservations(*(jnp.asarray(a) for a in local))
+            self.members = None if members is None else jnp.asarray(members, dtype=jnp.int32)
         else:
-            self.radius, self.local, self.local_batch = None, None, 0
+            if local_domain is not None:
+                raise ValueError("local_domain needs localization_radius (it partitions the LETKF's local analyses)")
+            self.radius, self.local, self.local_batch, self.members = None, None, 0, None
         self.noise_std = _diagonal_noise_std(observation)
 
     def __call__(self, E: Float[Array, "N d"], y: Float[Array, " m"]) -> Float[Array, "N d"]:
@@ -562,7 +624,7 @@ class LETKFAnalysis(eqx.Module):
             (self.observation, self.radius, self.local, self.noise_std))
         step = _analysis_step(*frozen, dtype, method="sqrt",
                               rotate=False, localize=self.localize, local_batch=self.local_batch,
-                              square_root="symmetric")
+                              square_root="symmetric", members=self.members)
         return step(E, y.astype(dtype), None, None).astype(dtype)
 
 
@@ -570,14 +632,15 @@ class LETKFAnalysis(eqx.Module):
     jax.jit, static_argnames=("steps_per_obs", "method", "rotate", "localize", "store_ensembles",
                               "local_batch", "square_root")
 )
-def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, *, steps_per_obs, method,
-          rotate, localize, store_ensembles, local_batch, square_root="symmetric"):
+def _enkf(model, observation, ys, E0, key, inflation, radius, local, noise_std, members, *, steps_per_obs,
+          method, rotate, localize, store_ensembles, local_batch, square_root="symmetric"):
     dtype = E0.dtype
     N = E0.shape[0]
     ys = ys.astype(dtype)
     inflation = inflation.astype(dtype)
     analysis = _analysis_step(observation, radius, local, noise_std, dtype, method=method, rotate=rotate,
-                              localize=localize, local_batch=local_batch, square_root=square_root)
+                              localize=localize, local_batch=local_batch, square_root=square_root,
+                              members=members)
 
     def cycle(E, inp):
         kf, ka = jax.random.split(inp.key)

@@ -72,7 +72,8 @@ def taper_cutoff(radius) -> float:
 
 
 class LocalObservations(NamedTuple):
-    r"""The observations within the cut-off of each grid point, padded to a common width.
+    r"""The observations within the cut-off of each grid point (or of each local domain, one row
+    per domain of :meth:`Geometry.partition`), padded to a common width.
 
     - ``indices`` ``(d, k_max)`` int32: observation indices :math:`j \in \mathcal J_i`, ascending,
       padded with ``0``;
@@ -123,44 +124,77 @@ class Geometry(abc.ABC):
             sq += delta**2
         return np.sqrt(sq)
 
-    def local_observations(self, obs_locations, radius) -> LocalObservations:
+    def partition(self, block=1) -> Int[np.ndarray, "n B"]:
+        r"""Local domains: the grid points cut into ``n`` disjoint blocks of ``B`` points each,
+        ``(n, B)`` state indices (row :math:`b` is domain :math:`D_b`), for
+        :meth:`local_observations` and the ``local_domain`` argument of
+        :func:`~assimilax.filters.ensemble_kalman_filter`. ``block=1`` (every geometry): one point
+        per domain, ``arange(d)[:, None]``. :class:`PeriodicRing` and :class:`PeriodicGrid2D` cut
+        their grid into rectangles of ``block`` points along each axis (DAPPER's
+        ``rectangular_partitioning``, here with equal blocks only)."""
+        if block not in (1, (1,), (1, 1)):
+            raise ValueError(f"{type(self).__name__} has no grid to cut into blocks: local_domain must be 1 "
+                             f"(one local analysis per point), got {block!r}")
+        return np.arange(self.size, dtype=np.int64)[:, None]
+
+    def local_observations(self, obs_locations, radius, domains=None) -> LocalObservations:
         r"""The observations within the taper's cut-off :math:`2c` (:func:`taper_cutoff`) of each
-        grid point.
+        grid point, or of each local domain.
 
         **Arguments:** ``obs_locations`` ``(m,)`` integer: the state component each observation
         sits at (:func:`observation_locations`); ``radius`` :math:`\ell > 0` (a Python or NumPy
-        scalar; ``inf`` keeps every observation for every grid point).
+        scalar; ``inf`` keeps every observation for every grid point); ``domains`` (optional)
+        ``(n, B)`` state indices from :meth:`partition`: the distance of observation :math:`j`
+        to domain :math:`D_b` is then the mean of its distances to the domain's points,
+        :math:`\operatorname{dist}(D_b, o_j) = B^{-1}\sum_{i \in D_b} \operatorname{dist}(x_i, o_j)`
+        (DAPPER's ``obs_taperer``: ``x2y[batch].mean(axis=0)``), the distance to the block's centre
+        for an observation outside the block's span; ``None``: the points themselves (``B = 1``).
 
         **Returns:** :class:`LocalObservations` with ``indices``/``mask``/``distances``
-        ``(d, k_max)``, ``k_max`` the largest neighbour count (at least 1). NumPy, to be called
-        outside ``jit``.
+        ``(n, k_max)`` (``n = d`` without ``domains``), ``k_max`` the largest neighbour count (at
+        least 1). NumPy, to be called outside ``jit``.
         """
         radius = _check_radius(radius)
         locs = _check_locations(obs_locations, self.size)
         X = self.coordinates()
         O = X[locs]
         d, m = X.shape[0], O.shape[0]
+        if domains is None:
+            domains = np.arange(d, dtype=np.int64)[:, None]
+        domains = _check_domains(domains, d)
+        n = domains.shape[0]
+
+        def mean_distances(b, cols):  # (len(cols),): mean distance of domain b's points to O[cols]
+            return self.distances(X[domains[b]], O[cols]).mean(axis=0)
+
         cut = taper_cutoff(radius)
         if not math.isfinite(cut):
-            idx = np.broadcast_to(np.arange(m, dtype=np.int32), (d, m)).copy()
-            dist = np.concatenate([self.distances(X[i:i + 4096], O) for i in range(0, d, 4096)])
-            return LocalObservations(idx, np.ones((d, m), bool), dist)
+            idx = np.broadcast_to(np.arange(m, dtype=np.int32), (n, m)).copy()
+            if domains.shape[1] == 1:
+                pts = domains[:, 0]
+                dist = np.concatenate([self.distances(X[pts[i:i + 4096]], O) for i in range(0, n, 4096)])
+            else:
+                dist = np.stack([mean_distances(b, np.arange(m)) for b in range(n)])
+            return LocalObservations(idx, np.ones((n, m), bool), dist)
         lists = _ball_query(X, O, self.periods, cut)
-        k_max = max(1, max(len(li) for li in lists))
-        idx = np.zeros((d, k_max), np.int32)
-        mask = np.zeros((d, k_max), bool)
-        dist = np.zeros((d, k_max))
-        for i, li in enumerate(lists):
+        # mean >= min, so an observation within the cut-off of a domain is within it of one of its points
+        cand = [sorted(set().union(*(lists[i] for i in row))) for row in domains]
+        k_max = max(1, max(len(c) for c in cand))
+        idx = np.zeros((n, k_max), np.int32)
+        mask = np.zeros((n, k_max), bool)
+        dist = np.zeros((n, k_max))
+        for b, li in enumerate(cand):
             if not li:
                 continue
-            li = np.asarray(sorted(li), dtype=np.int64)
-            di = self.distances(X[i:i + 1], O[li])[0]
+            li = np.asarray(li, dtype=np.int64)
+            di = mean_distances(b, li)
             keep = di <= cut  # the tree was asked for a slightly larger ball: decide here, exactly
             li, di = li[keep], di[keep]
-            idx[i, :len(li)] = li
-            mask[i, :len(li)] = True
-            dist[i, :len(li)] = di
-        return LocalObservations(idx, mask, dist)
+            idx[b, :len(li)] = li
+            mask[b, :len(li)] = True
+            dist[b, :len(li)] = di
+        k_used = max(1, int(mask.sum(axis=1).max()))
+        return LocalObservations(idx[:, :k_used], mask[:, :k_used], dist[:, :k_used])
 
 
 def _ball_query(X, O, periods, cut):
@@ -206,6 +240,26 @@ def _check_locations(obs_locations, d):
     return locs
 
 
+def _check_domains(domains, d):
+    D = np.asarray(domains)
+    if D.ndim != 2 or D.size == 0 or not np.issubdtype(D.dtype, np.integer):
+        raise ValueError(f"domains must be a non-empty (n, B) integer array of state indices, got shape {D.shape}")
+    if D.min() < 0 or D.max() >= d:
+        raise ValueError(f"domains must hold state indices in [0, {d}), got range [{D.min()}, {D.max()}]")
+    return D.astype(np.int64)
+
+
+def _block_shape(block, ndim, name="local_domain"):
+    """``block`` as a tuple of ``ndim`` positive ints (an int is repeated along every axis)."""
+    if np.ndim(block) == 0:
+        b = (block,) * ndim
+    else:
+        b = tuple(np.asarray(block).tolist()) if isinstance(block, np.ndarray) else tuple(block)
+    if len(b) != ndim or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in b):
+        raise ValueError(f"{name} must be a positive integer or a tuple of {ndim} positive integers, got {block!r}")
+    return tuple(int(v) for v in b)
+
+
 def _positive_int(n, name):
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"{name} must be a positive integer, got {n!r}")
@@ -233,6 +287,14 @@ class PeriodicRing(Geometry):
     def periods(self) -> tuple:
         return (float(self.n),)
 
+    def partition(self, block=1) -> Int[np.ndarray, "n B"]:
+        """Consecutive sites in blocks of ``block`` (which must divide ``n``):
+        ``arange(n).reshape(n // block, block)``."""
+        (b,) = _block_shape(block, 1)
+        if self.n % b:
+            raise ValueError(f"local_domain {b} must divide the ring's {self.n} sites")
+        return np.arange(self.n, dtype=np.int64).reshape(self.n // b, b)
+
 
 @dataclasses.dataclass(frozen=True)
 class PeriodicGrid2D(Geometry):
@@ -259,6 +321,15 @@ class PeriodicGrid2D(Geometry):
     @property
     def periods(self) -> tuple:
         return (float(self.n1), float(self.n2))
+
+    def partition(self, block=1) -> Int[np.ndarray, "n B"]:
+        """Rectangular tiles of ``b1 x b2`` points (``block`` an int ``b`` for ``b x b``; each
+        must divide its axis), tiles in row-major order, points row-major within a tile."""
+        b1, b2 = _block_shape(block, 2)
+        if self.n1 % b1 or self.n2 % b2:
+            raise ValueError(f"local_domain {(b1, b2)} must divide the grid's shape {(self.n1, self.n2)}")
+        k = np.arange(self.size, dtype=np.int64).reshape(self.n1 // b1, b1, self.n2 // b2, b2)
+        return k.transpose(0, 2, 1, 3).reshape(-1, b1 * b2)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
