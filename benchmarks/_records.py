@@ -271,22 +271,59 @@ def letkf_verdicts(records):
         ratio = (new[big]["seconds_per_cycle"] / big) / (new[100]["seconds_per_cycle"] / 100)
         out.append(f"LETKF time per grid point per cycle at d = {big:,}: {ratio:.2f}× that at d = 100 "
                    f"(target ≤ 1.5×: {'met' if ratio <= 1.5 else 'MISSED'}).")
-    for o, p in pairs(records):
-        if o["problem"] != ARCTAN_PROBLEM or p["library"] != "dapper" or o["dim"] != 100:
-            continue
+    arctan = sorted(((o, p) for o, p in pairs(records) if o["problem"] == ARCTAN_PROBLEM and o["dim"] == 100),
+                    key=lambda op: op[1].get("local_domain", 0))
+    for o, p in arctan:
+        B = p.get("local_domain")
+        where = (f"{B}-point local domains on both sides" if B else "assimilax one analysis per grid point, "
+                 "DAPPER batches of 2")
         if not o.get("seconds_per_cycle") or o.get("rmse") is None:
-            out.append(f"LETKF vs DAPPER at d = 100: assimilax FAILED ({o.get('failure', '?')}).")
+            out.append(f"LETKF vs DAPPER at d = 100 ({where}): assimilax FAILED ({o.get('failure', '?')}).")
             continue
         sp = p["seconds_per_cycle"] / o["seconds_per_cycle"]
         s = p.get("rmse_std")
         same = s is not None and abs(o["rmse"] - p["rmse"]) <= 2 * s
-        out.append(f"LETKF vs DAPPER on the arctan problem at d = 100 ({o['date'] if o.get('date') else '?'}): "
-                   f"{sp:.1f}× faster per cycle (target ≥ 20×: {'met' if sp >= 20 else 'MISSED'}); RMSE "
+        # the target is DAPPER as its Lorenz-96 setups run it (batches of 2), like for like
+        target = (f" (target ≥ 20× against DAPPER's own setting: {'met' if sp >= 20 and same else 'MISSED'})"
+                  if p["library"] == "dapper" else "")
+        out.append(f"LETKF vs {p['library']} on the arctan problem at d = 100, {where} "
+                   f"({o['date'] if o.get('date') else '?'}): {sp:.1f}× faster per cycle{target}; RMSE "
                    f"{o['rmse']:.4f} vs {p['rmse']:.4f} (DAPPER seed-to-seed sd {_fmt(s, '.4f')}: "
                    f"{'within' if same else 'OUTSIDE'} 2 sd).")
+    # the target at matched accuracy: DAPPER as its setups run it (batches of 2) against the
+    # fastest assimilax variant whose RMSE is within 2 of DAPPER's seed-to-seed sd of it
+    own = [p for _, p in arctan if p["library"] == "dapper"]
+    if own:
+        p = own[0]
+        s = p.get("rmse_std")
+        from assimilax.metrics import paired_comparison  # here: JAX loads after peers.py's thread settings
+
+        def same(o):  # within 2 sd, and the paired interval over the common seeds contains 0
+            if not (o.get("seconds_per_cycle") and o.get("rmse") is not None and s is not None
+                    and abs(o["rmse"] - p["rmse"]) <= 2 * s):
+                return None
+            a, b = o.get("rmse_per_seed") or [], p.get("rmse_per_seed") or []
+            if len(a) != len(b) or len(a) < 2 or None in a:
+                return None
+            c = paired_comparison(a, b)
+            return c if c.low <= 0 <= c.high else None
+
+        ok = [(o, same(o)) for o, _ in arctan]
+        ok = [(o, c) for o, c in ok if c is not None]
+        if ok:
+            o, c = min(ok, key=lambda oc: oc[0]["seconds_per_cycle"])
+            sp = p["seconds_per_cycle"] / o["seconds_per_cycle"]
+            B = o.get("local_domain") or 1
+            out.append(f"At the same RMSE: DAPPER's own setting (batches of 2, {_time_fmt(p['seconds_per_cycle'])} "
+                       f"per cycle, RMSE {p['rmse']:.4f}) against the fastest assimilax LETKF whose RMSE is the "
+                       f"same (within 2 DAPPER sd, and the paired difference over the {c.n} seeds, "
+                       f"{c.mean_difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}], contains 0): {B}-point local "
+                       f"domains, {_time_fmt(o['seconds_per_cycle'])} per cycle, RMSE {o['rmse']:.4f}: {sp:.1f}× "
+                       f"(target ≥ 20× with the same RMSE: {'met' if sp >= 20 else 'MISSED'}; like for like, at "
+                       "equal local domains, the ratios are the lines above).")
     two = [r for r in records if r["problem"] == LETKF_2D_PROBLEM]
     for r in two:
-        out.append(f"2-D field, d = {r['dim']:,}: assimilated in {_time_fmt(r['seconds_per_cycle'])} per cycle; "
+        out.append(f"2-D field, d = {r['dim']:,} ({r['method']}): assimilated in {_time_fmt(r['seconds_per_cycle'])} per cycle; "
                    f"RMSE after {r['n_cycles']} cycles {r['rmse']:.4f} vs free run {r['rmse_free_run']:.4f}.")
     return out
 
@@ -312,7 +349,10 @@ def render_letkf_scaling(records):
         "only to show that the two implementations agree (last column: largest difference of the "
         "analysis means). The 2-D row assimilates a smooth field on a 128 × 128 "
         "periodic grid (`PeriodicGrid2D`), observed at every second point in each direction; its RMSE "
-        "is that of the last cycle, beside the free run of the initial ensemble mean.")
+        "is that of the last cycle, beside the free run of the initial ensemble mean. *2x2 local "
+        "domains*: one local analysis per 2 × 2 tile of the grid (`local_domain=(2, 2)`, DAPPER's "
+        "batched LETKF: the mean distance of the tile's points to each observation) instead of one "
+        "per grid point.")
     lines.append("")
     lines.append("| problem | dim | method | time/cycle | time per grid point per cycle | warm runs, time/cycle "
                  "| RMSE (cycles) | difference to the new code |")

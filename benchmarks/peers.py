@@ -130,9 +130,13 @@ MAPPING = [
     "`LETKF(loc_rad=ℓ)` ↔ `localization_radius=ℓ`: Gaspari–Cohn taper with half-width $1.82\\,\\ell$ "
     "applied as $\\sqrt{\\rho}$ to the scaled observation anomalies and innovations (both). DAPPER "
     "updates the 40 variables in batches of 2 neighbours with the distance to the batch centre "
-    "and drops taper coefficients below $10^{-3}$; assimilax does one local analysis per grid "
-    "point and keeps all coefficients. The row *dapper (1-point batches)* reruns DAPPER's LETKF "
-    "with `nd_Id_localization((40,), (1,))`, one local analysis per grid point as in assimilax.",
+    "(the mean of its points' distances) and drops taper coefficients below $10^{-3}$; assimilax "
+    "does one local analysis per grid point by default and keeps all coefficients. The row "
+    "*dapper (1-point batches)* reruns DAPPER's LETKF with `nd_Id_localization((40,), (1,))`, one "
+    "local analysis per grid point as in assimilax. On the arctan problem each local-domain size "
+    "runs on both sides, like for like: `nd_Id_localization((d,), (B,))` against "
+    "`local_domain=B` (one transform per block of B neighbours at the mean distance, "
+    "`Geometry.partition`); the method names say the size.",
     "`PartFilt(N, reg, NER)` ↔ `particle_filter(resample_threshold=NER, jitter=reg)`: "
     "bootstrap filter, systematic resampling when the effective sample size falls below "
     "`NER·N`; after resampling, duplicated particles only (DAPPER's `nuj=True`) move by "
@@ -151,9 +155,9 @@ MAPPING = [
     "$8 + \\mathcal N(0, I)$, then $y = \\arctan(x) + \\mathcal N(0, 0.05^2 I)$ every 10 steps of "
     "0.01), the same arrays for both libraries; both start from $x_0 + \\mathcal N(0, I)$ "
     "(different draws). DAPPER's LETKF gets the nonlinear operator as its `Obs` model "
-    "(`np.arctan`, applied to the ensemble) and `nd_Id_localization((d,), (2,))`, the batches of "
-    "two grid points of its Lorenz-96 setups; assimilax's `ensemble_kalman_filter` gets "
-    "`NonlinearObservation(\"arctan\", d, 0.05)`. Both use $N = 20$, inflation 1.02 and "
+    "(`np.arctan`, applied to the ensemble) and `nd_Id_localization((d,), (B,))` for B = 1, 2 "
+    "(the batches of its Lorenz-96 setups) and 4; assimilax's `ensemble_kalman_filter` gets "
+    "`NonlinearObservation(\"arctan\", d, 0.05)` and `local_domain=B` (none for B = 1). Both use $N = 20$, inflation 1.02 and "
     "localisation radius 8, the best of the grid inflation 1, 1.02, 1.05, 1.1 × radius 2, 4, 8 at "
     "$d = 40$ over seeds 0–2 (chapter 20 shows the same grid; settings with inflation ≥ 1.02 "
     "and radius ≥ 4 lie within about 0.01 of each other). RMSE: mean over the last 50 of 150 "
@@ -203,6 +207,7 @@ def arctan_plan(quick: bool = False):
         "dt": cfg.dt, "dko": cfg.steps_per_obs, "sigma_obs": cfg.obs_std, "spinup": cfg.spinup_steps,
         "N": s["members"], "infl": s["letkf_inflation"], "loc_rad": s["letkf_radius"],
         "dapper_batch": LORENZ96_SAKOV2008.settings["dapper_localization_batch"],
+        "domains": ARCTAN_DOMAINS[:2] if quick else ARCTAN_DOMAINS,
     }
 
 
@@ -444,9 +449,23 @@ def _arctan_truth(step, d, a, seed, kko, K):
     return xx, yy
 
 
+#: the LETKF's local domains on the arctan problem, like for like: (points per domain, DAPPER's
+#: ``nd_Id_localization`` batch, DAPPER's library label). DAPPER's Lorenz-96 setups use 2.
+ARCTAN_DOMAINS = ((1, "dapper (1-point batches)"), (2, "dapper"), (4, "dapper (4-point batches)"))
+
+
+def arctan_method(N, infl, rad, domain):
+    """The ``method`` of an arctan record: the LETKF with ``domain`` grid points per local analysis."""
+    base = f"LETKF(N={N}, infl={infl}, loc_rad={rad:g}"
+    return base + (")" if domain == 1 else f", {domain}-point domains)")
+
+
 def run_arctan(pl):
     """LETKF on Lorenz-96 with arctan observations of the full state, DAPPER vs assimilax, at
-    each dimension of ``pl["arctan"]``; the same truths and observations go to both."""
+    each dimension of ``pl["arctan"]``, for each local-domain size of :data:`ARCTAN_DOMAINS`: DAPPER
+    with batches of that many grid points, assimilax with ``local_domain`` of that size (the same
+    algorithm: one transform per block, at the mean distance of its points). The same truths and
+    observations go to every run; within a seed the runs are interleaved."""
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -463,7 +482,6 @@ def run_arctan(pl):
 
     a = pl["arctan"]
     N, infl, rad = a["N"], a["infl"], a["loc_rad"]
-    method = f"LETKF(N={N}, infl={infl}, loc_rad={rad:g})"
     records = []
     for d in a["dims"]:
         tseq = modelling.Chronology(a["dt"], dko=a["dko"], Ko=a["cycles"] - 1)
@@ -472,74 +490,85 @@ def run_arctan(pl):
         last = slice(-a["last"], None)
         cfg = LORENZ96_ARCTAN.with_dim(d)
         model, obs = cfg.model(), cfg.observation()
+        domains = [b for b, _ in a["domains"] if d % b == 0]
 
-        def ax_run(ys, x0, key):
-            k0, k1 = jax.random.split(key)
-            E0 = jnp.asarray(x0) + jax.random.normal(k0, (N, d), dtype=jnp.float64)
-            res = ensemble_kalman_filter(model, obs, jnp.asarray(ys), E0, key=k1, steps_per_obs=a["dko"],
-                                         inflation=infl, localization_radius=rad, store_ensembles=False)
-            return jax.block_until_ready(res.analysis_mean)
+        def make_run(B):
+            @jax.jit
+            def run(ys, x0, key):
+                k0, k1 = jax.random.split(key)
+                E0 = x0 + jax.random.normal(k0, (N, d), dtype=jnp.float64)
+                return ensemble_kalman_filter(model, obs, ys, E0, key=k1, steps_per_obs=a["dko"], inflation=infl,
+                                              localization_radius=rad, local_domain=None if B == 1 else B,
+                                              store_ensembles=False).analysis_mean
+            return lambda ys, x0, key: jax.block_until_ready(run(jnp.asarray(ys), jnp.asarray(x0), key))
 
+        runs = {B: make_run(B) for B in domains}
         _log(f"{ARCTAN}, d={d}: {a['cycles']} analyses every {a['dko']} steps of {a['dt']}, "
-             f"RMSE over the last {a['last']}, seeds {list(a['seeds'])}")
-        d_rmse, d_time, a_rmse, a_time = [], [], [], []
-        d_total = a_total = None
-        failure = None
+             f"RMSE over the last {a['last']}, seeds {list(a['seeds'])}, local domains {domains}")
+        res = {B: dict(d_rmse=[], d_time=[], a_rmse=[], a_time=[], d_total=None, a_total=None, failure=None)
+               for B in domains}
         for i, seed in enumerate(a["seeds"]):
             xx, yy = _arctan_truth(step, d, a, seed, kko, K)
             truth = xx[kko]
-            # DAPPER: X0 = N(x0, I), the EnSF protocol's initial ensemble
-            HMM = modelling.HiddenMarkovModel(
-                {"M": d, "model": step, "noise": 0},
-                {"M": d, "model": np.arctan, "noise": a["sigma_obs"] ** 2,
-                 "localizer": nd_Id_localization((d,), (a["dapper_batch"],))},
-                tseq, modelling.GaussRV(mu=xx[0], C=1.0))
-            set_seed(seed + 10_000)
-            xp = da.LETKF(N=N, infl=infl, loc_rad=rad)
-            t0 = time.perf_counter()
-            xp.assimilate(HMM, xx, yy)
-            el = time.perf_counter() - t0
-            mu_a = np.asarray(xp.stats.mu.a)
-            d_rmse.append(float(np.mean(np.sqrt(np.mean((mu_a - truth) ** 2, axis=-1))[last])))
-            d_time.append(el / a["cycles"])
-            if i == 0:
-                d_total = el
-            # assimilax
-            key = jax.random.PRNGKey(seed)
-            try:
+            for B in domains:
+                r = res[B]
+                # DAPPER: X0 = N(x0, I), the EnSF protocol's initial ensemble
+                HMM = modelling.HiddenMarkovModel(
+                    {"M": d, "model": step, "noise": 0},
+                    {"M": d, "model": np.arctan, "noise": a["sigma_obs"] ** 2,
+                     "localizer": nd_Id_localization((d,), (B,))},
+                    tseq, modelling.GaussRV(mu=xx[0], C=1.0))
+                set_seed(seed + 10_000)
+                xp = da.LETKF(N=N, infl=infl, loc_rad=rad)
                 t0 = time.perf_counter()
-                means = ax_run(yy, xx[0], key)
+                xp.assimilate(HMM, xx, yy)
+                el = time.perf_counter() - t0
+                mu_a = np.asarray(xp.stats.mu.a)
+                r["d_rmse"].append(float(np.mean(np.sqrt(np.mean((mu_a - truth) ** 2, axis=-1))[last])))
+                r["d_time"].append(el / a["cycles"])
                 if i == 0:
-                    a_total = time.perf_counter() - t0
-                warms = []
-                for _ in range(3):
+                    r["d_total"] = el
+                # assimilax, the same local domains
+                key = jax.random.PRNGKey(seed)
+                try:
                     t0 = time.perf_counter()
-                    means = ax_run(yy, xx[0], key)
-                    warms.append(time.perf_counter() - t0)
-                err = np.sqrt(np.mean((np.asarray(means) - truth) ** 2, axis=-1))
-                a_rmse.append(float(np.mean(err[last])))
-                a_time.append(float(np.median(warms)) / a["cycles"])
-            except Exception as e:  # report, do not hide
-                failure = f"{type(e).__name__}: {e}"
-                a_rmse.append(None)
-                a_time.append(None)
-            _log_pair(f"d={d} seed {seed}", d_rmse[-1], d_time[-1], a_rmse[-1], a_time[-1], failure)
-        common = dict(problem=ARCTAN, method=method, dim=int(d), seeds=list(a["seeds"]), published_rmse=None,
-                      n_cycles=a["cycles"], n_averaged=a["last"])
-        m, s = _summary(d_rmse)
-        records.append(dict(common, library="dapper", rmse=m, rmse_std=s, rmse_per_seed=d_rmse,
-                            seconds_per_cycle=statistics.median(d_time), seconds_total=d_total,
-                            config=f"LETKF(N={N}, infl={infl}, loc_rad={rad}), Obs model np.arctan, "
-                                   f"nd_Id_localization(({d},), ({a['dapper_batch']},))"))
-        m, s = _summary(a_rmse)
-        ok_t = [t for t in a_time if t is not None]
-        rec = dict(common, library="assimilax", rmse=m, rmse_std=s, rmse_per_seed=a_rmse,
-                   seconds_per_cycle=statistics.median(ok_t) if ok_t else None, seconds_total=a_total,
-                   config=f"ensemble_kalman_filter(steps_per_obs={a['dko']}, inflation={infl}, "
-                          f"localization_radius={rad}), NonlinearObservation('arctan', {d}, {a['sigma_obs']})")
-        if failure:
-            rec["failure"] = failure
-        records.append(rec)
+                    means = runs[B](yy, xx[0], key)
+                    if i == 0:
+                        r["a_total"] = time.perf_counter() - t0
+                    warms = []
+                    for _ in range(3):
+                        t0 = time.perf_counter()
+                        means = runs[B](yy, xx[0], key)
+                        warms.append(time.perf_counter() - t0)
+                    err = np.sqrt(np.mean((np.asarray(means) - truth) ** 2, axis=-1))
+                    r["a_rmse"].append(float(np.mean(err[last])))
+                    r["a_time"].append(float(np.median(warms)) / a["cycles"])
+                except Exception as e:  # report, do not hide
+                    r["failure"] = f"{type(e).__name__}: {e}"
+                    r["a_rmse"].append(None)
+                    r["a_time"].append(None)
+                _log_pair(f"d={d} seed {seed} domains of {B}", r["d_rmse"][-1], r["d_time"][-1], r["a_rmse"][-1],
+                          r["a_time"][-1], r["failure"])
+        for B in domains:
+            r = res[B]
+            label = dict(a["domains"])[B]
+            common = dict(problem=ARCTAN, method=arctan_method(N, infl, rad, B), dim=int(d), seeds=list(a["seeds"]),
+                          published_rmse=None, n_cycles=a["cycles"], n_averaged=a["last"], local_domain=B)
+            m, sd = _summary(r["d_rmse"])
+            records.append(dict(common, library=label, rmse=m, rmse_std=sd, rmse_per_seed=r["d_rmse"],
+                                seconds_per_cycle=statistics.median(r["d_time"]), seconds_total=r["d_total"],
+                                config=f"LETKF(N={N}, infl={infl}, loc_rad={rad}), Obs model np.arctan, "
+                                       f"nd_Id_localization(({d},), ({B},))"))
+            m, sd = _summary(r["a_rmse"])
+            ok_t = [t for t in r["a_time"] if t is not None]
+            rec = dict(common, library="assimilax", rmse=m, rmse_std=sd, rmse_per_seed=r["a_rmse"],
+                       seconds_per_cycle=statistics.median(ok_t) if ok_t else None, seconds_total=r["a_total"],
+                       config=f"ensemble_kalman_filter(steps_per_obs={a['dko']}, inflation={infl}, "
+                              f"localization_radius={rad}" + ("" if B == 1 else f", local_domain={B}")
+                              + f"), NonlinearObservation('arctan', {d}, {a['sigma_obs']})")
+            if r["failure"]:
+                rec["failure"] = r["failure"]
+            records.append(rec)
     return records
 
 
