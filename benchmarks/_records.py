@@ -290,37 +290,6 @@ def letkf_verdicts(records):
                    f"({o['date'] if o.get('date') else '?'}): {sp:.1f}× faster per cycle{target}; RMSE "
                    f"{o['rmse']:.4f} vs {p['rmse']:.4f} (DAPPER seed-to-seed sd {_fmt(s, '.4f')}: "
                    f"{'within' if same else 'OUTSIDE'} 2 sd).")
-    # the target at matched accuracy: DAPPER as its setups run it (batches of 2) against the
-    # fastest assimilax variant whose RMSE is within 2 of DAPPER's seed-to-seed sd of it
-    own = [p for _, p in arctan if p["library"] == "dapper"]
-    if own:
-        p = own[0]
-        s = p.get("rmse_std")
-        from assimilax.metrics import paired_comparison  # here: JAX loads after peers.py's thread settings
-
-        def same(o):  # within 2 sd, and the paired interval over the common seeds contains 0
-            if not (o.get("seconds_per_cycle") and o.get("rmse") is not None and s is not None
-                    and abs(o["rmse"] - p["rmse"]) <= 2 * s):
-                return None
-            a, b = o.get("rmse_per_seed") or [], p.get("rmse_per_seed") or []
-            if len(a) != len(b) or len(a) < 2 or None in a:
-                return None
-            c = paired_comparison(a, b)
-            return c if c.low <= 0 <= c.high else None
-
-        ok = [(o, same(o)) for o, _ in arctan]
-        ok = [(o, c) for o, c in ok if c is not None]
-        if ok:
-            o, c = min(ok, key=lambda oc: oc[0]["seconds_per_cycle"])
-            sp = p["seconds_per_cycle"] / o["seconds_per_cycle"]
-            B = o.get("local_domain") or 1
-            out.append(f"At the same RMSE: DAPPER's own setting (batches of 2, {_time_fmt(p['seconds_per_cycle'])} "
-                       f"per cycle, RMSE {p['rmse']:.4f}) against the fastest assimilax LETKF whose RMSE is the "
-                       f"same (within 2 DAPPER sd, and the paired difference over the {c.n} seeds, "
-                       f"{c.mean_difference:+.4f} [{c.low:+.4f}, {c.high:+.4f}], contains 0): {B}-point local "
-                       f"domains, {_time_fmt(o['seconds_per_cycle'])} per cycle, RMSE {o['rmse']:.4f}: {sp:.1f}× "
-                       f"(target ≥ 20× with the same RMSE: {'met' if sp >= 20 else 'MISSED'}; like for like, at "
-                       "equal local domains, the ratios are the lines above).")
     two = [r for r in records if r["problem"] == LETKF_2D_PROBLEM]
     for r in two:
         out.append(f"2-D field, d = {r['dim']:,} ({r['method']}): assimilated in {_time_fmt(r['seconds_per_cycle'])} per cycle; "
