@@ -53,6 +53,13 @@ class Kraichnan2D(DynamicalModel):
     row-major to ``(n * n,)``. Every step first projects it onto the kept modes. Methods act on
     one state; batch with ``jax.vmap``.
 
+    *Batching on the CPU.* A vmapped batch computes the same numbers as one trajectory at a time
+    (to rounding) but is not reliably cheaper per trajectory from :math:`64^2` up: XLA runs each
+    FFT single-threaded, so a batch shares only the fixed dispatch cost of a step, while XLA
+    splits the batch's larger elementwise fusions over its thread pool (a loss on a busy machine)
+    and transforms all fields of a batch axis by axis, which leaves the core's cache at
+    :math:`256^2` (``benchmarks/spectral_batching.py`` measures both).
+
     **Arguments:**
 
     - ``n``: grid points per side (even, ``>= 4``; default 64).
