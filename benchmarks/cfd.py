@@ -20,7 +20,8 @@ difference from the matched runs is reported too.
 ``dt / 8`` (the same PDE; its agreement with a float64 jax-cfd run at ``dt / 8`` with the matched
 filter is printed as a check). Burgers: the max error at ``T = 1.5`` against the Cole--Hopf
 solution from ``u0 = sin x`` (``nu = 0.05``), jax-cfd's ``BurgersEquation`` (3/2-rule padding,
-``crank_nicolson_rk4``) against :class:`assimilax.models.Burgers1D`.
+``crank_nicolson_rk4``) against :class:`assimilax.models.Burgers1D`; its batched timing vmaps over
+``B`` random-sinusoid initial conditions (``Burgers1D.random_initial_condition``).
 
 *Timing.* Seconds per step of a jitted loop of ``S`` steps, median of several warm runs
 (compilation excluded); batched: a ``vmap`` over ``B`` initial fields, time per trajectory-step.
@@ -206,8 +207,17 @@ def run_burgers(n, steps_timed, repeats, nu=0.05, T=1.5):
                n_steps=n_steps, T=T)
     our_loop = jax.jit(lambda u: model.integrate(u, steps_timed))
     cfd_loop = jax.jit(lambda s: jax.lax.fori_loop(0, steps_timed, lambda i, v: step(v), s))
-    res = _median_times({"ours": (our_loop, u0), "cfd": (cfd_loop, state0)}, repeats)
-    timings = {k: dict(seconds=med / steps_timed, runs=[r / steps_timed for r in runs], first=first)
+    # a batch of BATCH initial conditions (random sinusoids), vmapped like the 2-D runs
+    U0 = jnp.stack([model.random_initial_condition(jax.random.PRNGKey(seed), dtype=jnp.float32)
+                    for seed in range(BATCH)])
+    states0 = (jnp.fft.rfft(U0, axis=-1), jnp.zeros((BATCH,), jnp.float32))
+    our_batch = jax.jit(jax.vmap(lambda u: model.integrate(u, steps_timed)))
+    cfd_batch = jax.jit(jax.vmap(lambda s: jax.lax.fori_loop(0, steps_timed, lambda i, v: step(v), s)))
+    per = {"ours": steps_timed, "cfd": steps_timed, "ours_batch": steps_timed * BATCH,
+           "cfd_batch": steps_timed * BATCH}
+    res = _median_times({"ours": (our_loop, u0), "cfd": (cfd_loop, state0), "ours_batch": (our_batch, U0),
+                         "cfd_batch": (cfd_batch, states0)}, repeats)
+    timings = {k: dict(seconds=med / per[k], runs=[r / per[k] for r in runs], first=first)
                for k, (med, runs, first) in res.items()}
     return acc, timings
 
@@ -253,13 +263,18 @@ def records_ns(n, acc, timings, mode):
 
 def records_burgers(n, acc, timings, mode):
     base = dict(dim=n, seeds=[0], table=TABLE, system="burgers", n=n, mode=mode, dt=acc["dt"], T=acc["T"],
-                n_steps=acc["n_steps"], batch=1,
+                n_steps=acc["n_steps"],
                 accuracy="max abs error at T = 1.5 vs the Cole-Hopf solution from sin x")
-    return [dict(base, problem=_problem_burgers(n), method="time step (float32)", library=lib, rmse=acc[key],
-                 seconds_per_cycle=timings[key]["seconds"], seconds_per_cycle_runs=timings[key]["runs"],
-                 seconds_total=timings[key]["first"], scheme=scheme)
-            for lib, key, scheme in (("assimilax", "ours", "integrating-factor RK4, 2/3 truncation"),
-                                     ("jax-cfd", "cfd", "Crank-Nicolson RK4, 3/2 padding"))]
+    out = []
+    for method, suffix, batch in (("time step (float32)", "", 1),
+                                  (f"time step, vmapped batch of {BATCH}, per trajectory", "_batch", BATCH)):
+        for lib, key, scheme in (("assimilax", "ours", "integrating-factor RK4, 2/3 truncation"),
+                                 ("jax-cfd", "cfd", "Crank-Nicolson RK4, 3/2 padding")):
+            t = timings[key + suffix]
+            out.append(dict(base, problem=_problem_burgers(n), method=method, library=lib, rmse=acc[key],
+                            seconds_per_cycle=t["seconds"], seconds_per_cycle_runs=t["runs"],
+                            seconds_total=t["first"], scheme=scheme, batch=batch))
+    return out
 
 
 def main(argv=None):
@@ -286,7 +301,9 @@ def main(argv=None):
     for n in ((256, 512, 1024) if a.quick else (256, 512, 1024, 2048, 4096)):
         acc, tm = run_burgers(n, steps_timed=500, repeats=repeats)
         print(f"Burgers N={n}: error ours {acc['ours']:.2e}, jax-cfd {acc['cfd']:.2e}; step ours "
-              f"{tm['ours']['seconds'] * 1e6:.1f} µs, jax-cfd {tm['cfd']['seconds'] * 1e6:.1f} µs", flush=True)
+              f"{tm['ours']['seconds'] * 1e6:.1f} µs, jax-cfd {tm['cfd']['seconds'] * 1e6:.1f} µs; "
+              f"batched {BATCH} per trajectory: ours {tm['ours_batch']['seconds'] * 1e6:.1f} µs, jax-cfd "
+              f"{tm['cfd_batch']['seconds'] * 1e6:.1f} µs", flush=True)
         records += records_burgers(n, acc, tm, mode)
     stamp = dict(machine=_machine(), versions=_versions(),
                  # not ``date``: peers.py stamps RESULTS.md's machine line from the newest ``date``
