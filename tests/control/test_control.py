@@ -204,3 +204,37 @@ def test_bad_input_is_refused():
         minimal_time(model, jnp.ones(11), jnp.ones(11), jnp.zeros(11), 1.5)
     with pytest.raises(ValueError, match="lower must be below upper"):
         safety_filter(0.0, 1.0, 1.0, 1.0, -1.0)
+
+
+def test_constrained_optimum_satisfies_the_kkt_conditions_and_bounds_the_filtered_optimiser():
+    from scipy.optimize import nnls
+
+    from assimilax.control import constrained_tracking_optimum
+    from assimilax.control.safety import _tracking_qp
+
+    prob = _problem()
+    K = 30
+    u0 = jnp.zeros(prob.model.n)
+    loads = jax.vmap(lambda k: thermal_load(prob.model, K, key=k))(jax.random.split(jax.random.key(1), 2))
+    safe = optimise_controls(prob, u0, loads, method="filtered", steps=60, optimizer="adam", learning_rate=2.0,
+                             progress=False)
+    for i in range(2):
+        opt = constrained_tracking_optimum(prob, u0, loads[i])
+        assert opt.success and opt.violation <= 1e-9
+        st = rollout(prob, u0, jnp.asarray(opt.controls), loads[i])
+        assert float(jnp.max(directional_violation(prob, st))) <= 1e-9
+        # the quadratic form reproduces the cost
+        H, g, r0, A, b = _tracking_qp(prob, u0, loads[i])
+        c = opt.controls
+        assert 0.5 * c @ H @ c + g @ c + r0 == pytest.approx(opt.cost, rel=1e-9)
+        # KKT: grad J + A_act^T lam + bound multipliers = 0 with lam >= 0 (NNLS finds the multipliers)
+        grad = H @ c + g
+        act = np.flatnonzero(A @ c - b > -1e-7)
+        assert act.size > 0  # the constraint is active (tested above: the free optimum violates it)
+        cols = [A[j] for j in act]
+        cols += [np.eye(K)[j] for j in np.flatnonzero(c >= prob.control_upper - 1e-7)]
+        cols += [-np.eye(K)[j] for j in np.flatnonzero(c <= prob.control_lower + 1e-7)]
+        lam, res = nnls(np.array(cols).T, -grad)
+        assert res <= 1e-6 * np.linalg.norm(grad)
+        # no feasible sequence costs less: the filtered optimiser's cost is an upper bound
+        assert opt.cost <= float(safe.cost[i]) * (1 + 1e-9)

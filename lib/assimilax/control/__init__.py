@@ -3,11 +3,13 @@
 under a one-sided control constraint."""
 from .heat import HeatEquation1D, Propagators, gaussian_profile, thermal_load
 from .reach import Reach, minimal_time, reach, steady_state, transfer
-from .safety import (ControlSolution, FilteredRollout, FilterResult, SafeTrackingProblem, barrier,
-                     directional_violation, filtered_rollout, make_problem, optimise_controls, rollout,
-                     safety_filter, state_violation, tracking_cost, tracking_least_squares)
+from .safety import (ConstrainedOptimum, ControlSolution, FilteredRollout, FilterResult, SafeTrackingProblem, barrier,
+                     constrained_tracking_optimum, directional_violation, filtered_rollout, make_problem,
+                     optimise_controls, rollout, safety_filter, state_violation, tracking_cost,
+                     tracking_least_squares)
 
 __all__ = ["HeatEquation1D", "Propagators", "gaussian_profile", "thermal_load", "Reach", "minimal_time", "reach",
-           "steady_state", "transfer", "ControlSolution", "FilteredRollout", "FilterResult", "SafeTrackingProblem",
-           "barrier", "directional_violation", "filtered_rollout", "make_problem", "optimise_controls", "rollout",
-           "safety_filter", "state_violation", "tracking_cost", "tracking_least_squares"]
+           "steady_state", "transfer", "ConstrainedOptimum", "ControlSolution", "FilteredRollout", "FilterResult",
+           "SafeTrackingProblem", "barrier", "constrained_tracking_optimum", "directional_violation",
+           "filtered_rollout", "make_problem", "optimise_controls", "rollout", "safety_filter", "state_violation",
+           "tracking_cost", "tracking_least_squares"]
