@@ -180,3 +180,43 @@ def test_largest_with_verdict():
         largest_with_verdict(rmse, verdicts, "good")
     with pytest.raises(ValueError, match="NaN"):
         largest_with_verdict(np.array([np.nan, 1.0, 1.0, 1.0, 1.0]), verdicts)
+
+
+def test_offset_power_law_fit_recovers_the_limit_and_the_exponent():
+    from assimilax.metrics import offset_power_law_fit
+
+    x = np.array([50.0, 100.0, 200.0, 400.0, 800.0, 2400.0])
+    fit = offset_power_law_fit(x, 0.3 + 2.0 * x ** -0.7)
+    assert fit.offset == pytest.approx(0.3, rel=1e-6)
+    assert fit.scale == pytest.approx(2.0, rel=1e-5)
+    assert fit.exponent == pytest.approx(-0.7, rel=1e-6)
+    # no offset: the plain log-log slope
+    pure = offset_power_law_fit(x, 5.0 * x ** -0.5)
+    assert pure.offset == pytest.approx(0.0, abs=1e-8) and pure.exponent == pytest.approx(-0.5, rel=1e-6)
+    # the proxy y - y(x_max) gives a steeper slope than the fitted exponent
+    y = 0.3 + 2.0 * x ** -0.7
+    from assimilax.metrics import loglog_slope
+    assert loglog_slope(x[:-1], y[:-1] - y[-1]) < fit.exponent - 0.05
+
+
+def test_offset_power_law_fit_is_a_least_squares_optimum_and_refuses_bad_input():
+    from assimilax.metrics import offset_power_law_fit
+
+    rng = np.random.default_rng(1)
+    x = np.geomspace(10, 1e4, 7)
+    y = (0.05 + 3.0 * x ** -0.8) * np.exp(0.05 * rng.normal(size=x.size))
+    fit = offset_power_law_fit(x, y)
+
+    def crit(off, c, b):
+        return np.sum((np.log(y) - np.log(off + c * x ** b)) ** 2)
+
+    assert fit.residual == pytest.approx(crit(fit.offset, fit.scale, fit.exponent), rel=1e-9)
+    # no point of a brute-force grid around the fit is better
+    for off in np.linspace(0, 0.999 * y.min(), 25):
+        for b in np.linspace(-2.0, -0.1, 39):
+            c = np.exp(np.mean(np.log(np.maximum(y - off, 1e-300)) - b * np.log(x)))
+            assert crit(off, c, b) >= fit.residual - 1e-12
+    with pytest.raises(ValueError):
+        offset_power_law_fit(x[:2], y[:2])
+    with pytest.raises(ValueError):
+        offset_power_law_fit(x, -y)

@@ -289,6 +289,61 @@ def loglog_slope(x: Float[Array, " L *batch"], y: Float[Array, " L *batch"], *,
     return np.where(bad, np.nan, np.sum(u * v, axis=0) / den)[()]  # a NumPy scalar for one column
 
 
+
+
+class PowerLawFit(NamedTuple):
+    """:func:`offset_power_law_fit`: :math:`y \\approx` ``offset`` :math:`+` ``scale`` :math:`x^{\\,b}`
+    with ``exponent`` :math:`b`; ``residual`` is the sum of squared log-ratios of data and fit."""
+
+    offset: float
+    scale: float
+    exponent: float
+    residual: float
+
+
+def offset_power_law_fit(x: Float[Array, " L"], y: Float[Array, " L"], *, n_grid: int = 200) -> PowerLawFit:
+    r"""Fit :math:`y = y_\infty + c\,x^{b}` (:math:`c > 0`, :math:`0 \le y_\infty < \min y`) to a
+    positive curve, e.g. a test risk against the training-set size, where the limit
+    :math:`y_\infty` (:math:`\inf_\Theta R`) is unknown.
+
+    The log--log slope of :math:`y - y_{\rm ref}` with a proxy :math:`y_{\rm ref}` (the value at
+    the largest :math:`x`) is steeper than :math:`b` near :math:`x_{\rm ref}`; here
+    :math:`y_\infty` is a parameter. The criterion is relative,
+    :math:`\sum_l \big(\log y_l - \log(y_\infty + c\,x_l^{b})\big)^2`, so small and large values
+    count alike. Start: for each :math:`y_\infty` on a grid of ``n_grid`` points in
+    :math:`[0, \min y)`, the line of :math:`\log(y - y_\infty)` on :math:`\log x`; the best start
+    is refined by ``scipy.optimize.least_squares`` in :math:`(y_\infty/\min y, \log c, b)`
+    within the bounds.
+
+    **Arguments:** ``x`` ``(L,)`` positive and not constant, ``y`` ``(L,)`` positive, :math:`L \ge 3`.
+    **Returns:** a :class:`PowerLawFit`. Raises ``ValueError`` otherwise.
+    """
+    from scipy.optimize import least_squares
+
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.ndim != 1 or x.shape != y.shape or x.size < 3:
+        raise ValueError(f"x and y must be 1-D of the same length >= 3, got {x.shape} and {y.shape}")
+    if not np.all(x > 0) or np.ptp(np.log(x)) == 0 or not np.all(np.isfinite(y)) or not np.all(y > 0):
+        raise ValueError("x must be positive and not constant, y finite and positive")
+    u, ly, ymin = np.log(x), np.log(y), float(y.min())
+
+    def resid(p):
+        return ly - np.log(p[0] * ymin + np.exp(p[1] + p[2] * u))
+
+    best = None
+    for frac in np.linspace(0.0, 1.0, int(n_grid), endpoint=False):
+        b, a = np.polyfit(u, np.log(y - frac * ymin), 1)
+        r = float(np.sum(resid(np.array([frac, a, b])) ** 2))
+        if best is None or r < best[0]:
+            best = (r, np.array([frac, a, b]))
+    lo, hi = np.array([0.0, -np.inf, -np.inf]), np.array([1.0 - 1e-12, np.inf, np.inf])
+    p = least_squares(resid, np.clip(best[1], lo, hi), bounds=(lo, hi), xtol=1e-14, ftol=1e-14, gtol=1e-14).x
+    r = float(np.sum(resid(p) ** 2))
+    if r > best[0]:
+        p, r = best[1], best[0]
+    return PowerLawFit(float(p[0] * ymin), float(np.exp(p[1])), float(p[2]), r)
+
+
 def verdicts_by_setting(verdicts: Sequence[Verdict], settings: Sequence, reference: str, *,
                         name: str = "σ", digits: int = 2) -> str:
     r"""One sentence for a sweep of verdicts: the settings grouped by the phrase that holds there.
@@ -354,4 +409,5 @@ def largest_with_verdict(values: Float[Array, " L"], verdicts: Sequence[Verdict]
 
 
 __all__ = ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "welch_comparison", "mean_interval", "paired_comparison", "compare",
-           "format_interval", "interval_position", "loglog_slope", "verdicts_by_setting", "largest_with_verdict"]
+           "format_interval", "interval_position", "loglog_slope", "verdicts_by_setting", "largest_with_verdict",
+           "PowerLawFit", "offset_power_law_fit"]
