@@ -194,3 +194,78 @@ def test_moe_loss_terms_against_their_definitions():
     _, to = moe.moe_loss(m, win, tar, lab, wts, oracle=True)
     po = np.asarray(jax.vmap(jax.vmap(lambda w, k: m.combine(w, jax.nn.one_hot(k, 3))))(win, lab))
     assert float(to.prediction) == pytest.approx(np.mean(((po - np.asarray(tar)) / 0.3) ** 2), rel=1e-9)
+
+
+def _np_entropy(p):
+    p = np.asarray(p, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return -np.sum(np.where(p > 0, p * np.log(p), 0.0), axis=-1)
+
+
+def test_routing_information_against_its_definition():
+    probs = jax.nn.softmax(jax.random.normal(jax.random.key(11), (40, 3)) * 2.0)
+    p = np.asarray(probs)
+    ref = _np_entropy(p.mean(axis=0)) - np.mean(_np_entropy(p))
+    assert float(moe.routing_information(probs)) == pytest.approx(ref, rel=1e-12)
+    # in the loss: the information term is -I over all B L windows, weighted by lambda_i
+    m = _model()
+    win = jax.random.normal(jax.random.key(12), (2, 3, 4, 2))
+    tar = jax.random.normal(jax.random.key(13), (2, 3, 2))
+    lab = jnp.array([[0, 1, 2], [2, 2, 1]])
+    total0, t0 = moe.moe_loss(m, win, tar, lab, moe.MoELossWeights(0.1, 0.2, 0.3, 0.4))
+    total, t = moe.moe_loss(m, win, tar, lab, moe.MoELossWeights(0.1, 0.2, 0.3, 0.4, 0.7))
+    pr = np.asarray(jax.vmap(jax.vmap(m.route))(win).probs).reshape(-1, 3)
+    info = _np_entropy(pr.mean(axis=0)) - np.mean(_np_entropy(pr))
+    assert float(t.information) == pytest.approx(-info, rel=1e-9)
+    assert float(total) == pytest.approx(float(total0) - 0.7 * info, rel=1e-9)
+    assert float(t0.information) == pytest.approx(float(t.information), rel=1e-12)  # weight 0 only switches it off
+
+
+def test_routing_information_is_maximised_by_confident_balanced_routes():
+    k, n = 4, 12
+    balanced = jax.nn.one_hot(jnp.arange(n) % k, k)
+    assert float(moe.routing_information(balanced)) == pytest.approx(np.log(k), rel=1e-12)
+    collapsed = jax.nn.one_hot(jnp.zeros(n, jnp.int32), k)       # confident, not balanced
+    uniform = jnp.full((n, k), 1.0 / k)                            # balanced, not confident
+    assert float(moe.routing_information(collapsed)) == pytest.approx(0.0, abs=1e-12)
+    assert float(moe.routing_information(uniform)) == pytest.approx(0.0, abs=1e-12)
+    # random route distributions: never above log K, and below the confident balanced routes
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        p = jax.nn.softmax(jnp.asarray(rng.normal(size=(n, k)) * rng.uniform(0.1, 5.0)))
+        i = float(moe.routing_information(p))
+        assert -1e-12 <= i < np.log(k) - 1e-6
+    # gradient ascent on I from random logits approaches log K
+    logits = jnp.asarray(rng.normal(size=(n, k)))
+    g = jax.grad(lambda z: moe.routing_information(jax.nn.softmax(z)))
+    for _ in range(500):
+        logits = logits + 1.0 * g(logits)
+    assert float(moe.routing_information(jax.nn.softmax(logits))) > 0.95 * np.log(k)
+
+
+def test_regime_input_network():
+    m = moe.MixtureOfExperts(4, 2, 3, width=8, depth=1, router_hidden=0, loc=0.5, scale=2.0, step_scale=0.3,
+                             regime_input=True, key=jax.random.key(0))
+    f, h, out = 14, 8, 2
+    assert moe.count_parameters(m.experts) == (f + 3) * h + h + h * out + out  # one network, K extra inputs
+    w = jax.random.normal(jax.random.key(1), (4, 2))
+    net = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, m.experts)
+    g = jax.nn.one_hot(1, 3)
+    ref = w[-1] + 0.3 * net(jnp.concatenate([m.features(w), g]))
+    np.testing.assert_allclose(np.asarray(m.combine(w, g)), np.asarray(ref), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(m.expert_outputs(w)[1]), np.asarray(ref - w[-1]), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(moe.predict(m, w[None], jnp.array([1]))[0]), np.asarray(ref), atol=1e-12)
+    # trained as an oracle on the regime data, the labelled network beats shuffled labels
+    obs, lab = _regime_data(jax.random.key(0))
+    ms = eqx.filter_vmap(lambda k: moe.MixtureOfExperts(3, 2, 3, width=8, depth=1, scale=10.0, regime_input=True,
+                                                        key=k))(jax.random.split(jax.random.key(5), 2))
+    bad = jax.random.permutation(jax.random.key(1), lab)
+    trained, _ = moe.fit_moe(ms, jnp.stack([obs, obs]), jnp.stack([lab, bad]), moe.MoELossWeights(),
+                             key=jax.random.key(6), n_steps=150, batch_size=8, segment=4, learning_rate=1e-2,
+                             oracle=True, progress=False)
+    win, tar, _ = moe.window_arrays(obs, lab, 3)
+    errs = []
+    for i, labels in enumerate((lab, bad)):
+        mi = jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, trained)
+        errs.append(float(jnp.sqrt(jnp.mean((moe.predict(mi, win, labels[3:]) - tar) ** 2))))
+    assert errs[0] < 0.5 * errs[1]

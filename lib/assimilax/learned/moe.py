@@ -21,11 +21,19 @@ The training loss (:func:`moe_loss`) adds to the normalised squared error the re
   the router's cross-entropy with expert :math:`k` assigned to regime :math:`k`;
 - unsupervised temporal consistency (no labels): over consecutive windows of a training segment,
   :math:`\frac{1}{B(L-1)}\sum_{b,l} \tfrac12\lVert p(w_{b,l+1}) - p(w_{b,l})\rVert^2`: routes that
-  change rarely, as a regime does; with load balancing it cannot collapse onto one expert.
+  change rarely, as a regime does; with load balancing it cannot collapse onto one expert;
+- unsupervised information maximisation (no labels): :math:`-\hat I(\text{route}; w) =
+  \frac1B\sum_b H(p(w_b)) - H(\bar p)`, :math:`\bar p = \frac1B\sum_b p(w_b)`
+  (:func:`routing_information`): routes confident per window and balanced over the batch, the
+  objective of regularised information maximisation :cite:`krause2010rim` and of invariant
+  information clustering :cite:`ji2019iic`; it combines with the consistency term.
 
 Each has its own weight in :class:`MoELossWeights`; the weights are arrays, so variants of the
 loss vmap together. ``oracle=True`` replaces the gates by the one-hot true regime (the oracle
-that knows the switch).
+that knows the switch). ``regime_input=True`` builds one MLP that takes the gate vector as
+:math:`K` extra inputs, :math:`\hat y_{t+1} = y_t + s\,E(\phi(w_t), g)`; with ``oracle=True``
+that is a single network conditioned on the one-hot true regime, which shares its weights (and
+the data) across regimes.
 """
 from __future__ import annotations
 
@@ -113,6 +121,8 @@ class MixtureOfExperts(eqx.Module):
       or ``"attention"`` (:class:`AttentionRouter` with ``embed_size`` channels).
     - ``loc``, ``scale``: standardisation of the observations (floats); ``step_scale``: the
       scale :math:`s` of one-step increments (also scales the input increments).
+    - ``regime_input``: one MLP (not ``K``) that takes the gates as ``K`` extra inputs; with the
+      one-hot true regime as gates (``oracle``) it is the regime-conditioned network.
     - ``key``: PRNG key.
 
     ``__call__`` acts on one window ``(W, m)``; use ``jax.vmap`` for a batch.
@@ -127,10 +137,11 @@ class MixtureOfExperts(eqx.Module):
     loc: float = eqx.field(static=True)
     scale: float = eqx.field(static=True)
     step_scale: float = eqx.field(static=True)
+    regime_input: bool = eqx.field(static=True)
 
     def __init__(self, window: int, obs_dim: int, n_experts: int, *, width: int = 32, depth: int = 2,
                  top_k: int = 1, router: str = "gate", router_hidden: int = 16, loc: float = 0.0, scale: float = 1.0,
-                 step_scale: float = 1.0, embed_size: int = 16, key):
+                 step_scale: float = 1.0, embed_size: int = 16, regime_input: bool = False, key):
         for v, name in ((window, "window"), (obs_dim, "obs_dim"), (n_experts, "n_experts"), (width, "width"),
                         (depth, "depth")):
             if not isinstance(v, int) or v < 1:
@@ -143,10 +154,12 @@ class MixtureOfExperts(eqx.Module):
             raise ValueError(f"scale and step_scale must be positive, got {scale} and {step_scale}")
         self.window, self.obs_dim, self.n_experts, self.top_k = window, obs_dim, n_experts, top_k
         self.loc, self.scale, self.step_scale = float(loc), float(scale), float(step_scale)
+        self.regime_input = bool(regime_input)
         n_feat = (2 * window - 1) * obs_dim
         k_exp, k_rt = jax.random.split(key)
-        make = lambda k: eqx.nn.MLP(n_feat, obs_dim, width, depth, activation=jnp.tanh, key=k)  # noqa: E731
-        self.experts = eqx.filter_vmap(make)(jax.random.split(k_exp, n_experts))
+        n_in = n_feat + n_experts if self.regime_input else n_feat
+        make = lambda k: eqx.nn.MLP(n_in, obs_dim, width, depth, activation=jnp.tanh, key=k)  # noqa: E731
+        self.experts = eqx.filter_vmap(make)(jax.random.split(k_exp, 1 if self.regime_input else n_experts))
         if router == "gate":
             self.router = GateRouter(n_feat, n_experts, hidden=router_hidden, key=k_rt)
         elif router == "attention":
@@ -182,12 +195,23 @@ class MixtureOfExperts(eqx.Module):
         return Routing(logits, probs, gates)
 
     def expert_outputs(self, window: Float[Array, "W m"]) -> Float[Array, "K m"]:
-        """Every expert's scaled increment for one window (dense: all ``K`` are evaluated)."""
+        """Every expert's scaled increment for one window (dense: all ``K`` are evaluated);
+        with ``regime_input``, the network's increment for each one-hot regime."""
         feats = self.features(window)
+        if self.regime_input:
+            eye = jnp.eye(self.n_experts, dtype=feats.dtype)
+            return jax.vmap(lambda g: self._conditioned(feats, g))(eye)
         return eqx.filter_vmap(lambda e: e(feats))(self.experts) * self.step_scale
 
+    def _conditioned(self, feats, gates):
+        net = jax.tree_util.tree_map(lambda x: x[0] if eqx.is_array(x) else x, self.experts)
+        return net(jnp.concatenate([feats, gates])) * self.step_scale
+
     def combine(self, window: Float[Array, "W m"], gates: Float[Array, " K"]) -> Float[Array, " m"]:
-        """The prediction :math:`y_t + s\\sum_i g_i E_i` for given gates."""
+        """The prediction :math:`y_t + s\\sum_i g_i E_i` for given gates (with ``regime_input``,
+        :math:`y_t + s E(\\phi, g)`)."""
+        if self.regime_input:
+            return window[-1] + self._conditioned(self.features(window), gates)
         return window[-1] + gates @ self.expert_outputs(window)
 
     def __call__(self, window: Float[Array, "W m"], gates: Optional[Float[Array, " K"]] = None):
@@ -222,6 +246,7 @@ class MoELossWeights(NamedTuple):
     z_loss: float = 0.0
     alignment: float = 0.0
     consistency: float = 0.0
+    information: float = 0.0
 
 
 class MoELossTerms(NamedTuple):
@@ -232,6 +257,7 @@ class MoELossTerms(NamedTuple):
     z_loss: jax.Array
     alignment: jax.Array
     consistency: jax.Array
+    information: jax.Array
 
 
 def load_balancing_loss(probs: Float[Array, "n K"]) -> jax.Array:
@@ -247,6 +273,19 @@ def router_z_loss(logits: Float[Array, "n K"]) -> jax.Array:
     return jnp.mean(jax.nn.logsumexp(logits, axis=-1) ** 2)
 
 
+def routing_information(probs: Float[Array, "n K"]) -> jax.Array:
+    r"""The mutual information between the route and the input under the batch's empirical
+    distribution, :math:`\hat I = H(\bar p) - \frac1n\sum_b H(p_b)` with :math:`\bar p` the
+    mean of the rows ``probs`` :math:`p_b` and :math:`H(p) = -\sum_i p_i\log p_i` (nats).
+
+    It lies in :math:`[0, \log K]`: 0 when every window has the same route distribution (one
+    expert for all, or uniform for each), :math:`\log K` exactly when each window is routed with
+    certainty and the experts are used equally often :cite:`krause2010rim,ji2019iic`.
+    """
+    ent = lambda p: -jnp.sum(jnp.where(p > 0, p * jnp.log(jnp.where(p > 0, p, 1.0)), 0.0), axis=-1)  # noqa: E731
+    return ent(jnp.mean(probs, axis=0)) - jnp.mean(ent(probs))
+
+
 def moe_loss(model: MixtureOfExperts, windows: Float[Array, "B L W m"], targets: Float[Array, "B L m"],
              labels: Int[Array, "B L"], weights: MoELossWeights, oracle=False):
     r"""Training loss on ``B`` segments of ``L`` consecutive windows:
@@ -254,7 +293,9 @@ def moe_loss(model: MixtureOfExperts, windows: Float[Array, "B L W m"], targets:
     .. math::
         \mathcal L = \frac{1}{BLm}\sum \frac{(\hat y - y)^2}{s^2} + \lambda_{b} K\sum_i f_i P_i
         + \lambda_z \overline{(\log\textstyle\sum e^{z})^2} - \lambda_a \overline{\log p_{k}}
-        + \lambda_c \overline{\tfrac12\lVert p_{l+1} - p_l\rVert^2}.
+        + \lambda_c \overline{\tfrac12\lVert p_{l+1} - p_l\rVert^2} - \lambda_i \hat I(\text{route}; w),
+
+    :math:`\hat I` from ``moe.routing_information`` over all ``B L`` windows of the batch.
 
     ``oracle`` (bool or 0-d array): use the one-hot regime ``labels`` as gates.
     **Returns:** ``(total, MoELossTerms)``.
@@ -271,8 +312,10 @@ def moe_loss(model: MixtureOfExperts, windows: Float[Array, "B L W m"], targets:
     align = -jnp.mean(jnp.sum(onehot * jax.nn.log_softmax(routing.logits), axis=-1))
     p_seq = probs.reshape(windows.shape[:2] + (model.n_experts,))
     cons = 0.5 * jnp.mean(jnp.sum(jnp.diff(p_seq, axis=1) ** 2, axis=-1)) if windows.shape[1] > 1 else 0.0 * err
-    total = err + weights.balance * bal + weights.z_loss * zl + weights.alignment * align + weights.consistency * cons
-    return total, MoELossTerms(err, bal, zl, align, cons)
+    info = -routing_information(probs)
+    total = (err + weights.balance * bal + weights.z_loss * zl + weights.alignment * align
+             + weights.consistency * cons + weights.information * info)
+    return total, MoELossTerms(err, bal, zl, align, cons, info)
 
 
 def observation_regimes(regimes: Int[Array, " n_steps"], steps_per_obs: int) -> Int[Array, " T"]:
@@ -485,5 +528,5 @@ def loglog_slope(n, values) -> float:
 
 
 __all__ = ["MixtureOfExperts", "GateRouter", "AttentionRouter", "Routing", "MoELossWeights", "MoELossTerms",
-           "moe_loss", "load_balancing_loss", "router_z_loss", "fit_moe", "count_parameters", "equal_parameter_width",
+           "moe_loss", "load_balancing_loss", "routing_information", "router_z_loss", "fit_moe", "count_parameters", "equal_parameter_width",
            "observation_regimes", "window_arrays", "routes", "predict", "rollout", "window_losses", "PredictionScores", "prediction_scores", "epsilon_net_bound", "loglog_slope"]
