@@ -152,12 +152,10 @@ def test_observation_locations():
         observation_locations(object())
 
 
-# --------------------------------------------------------------- LETKF equals the dense taper
-@pytest.mark.parametrize("radius", [0.7, 2.0, 5.0])
-@pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
-def test_letkf_on_ring_equals_dense_taper_reference(radius, kind):
-    d, N = 30, 8
-    rng = np.random.default_rng(2)
+def _ring_problem(kind, d, N, seed):
+    """A ring ensemble (N, d), its operator (every third component observed linearly, or arctan of
+    every component), observed ensemble, locations, noise sds and an observation."""
+    rng = np.random.default_rng(seed)
     E0 = 1.5 * rng.standard_normal((N, d)) + rng.standard_normal(d)
     if kind == "linear_partial":
         locs = np.arange(1, d, 3)
@@ -170,6 +168,15 @@ def test_letkf_on_ring_equals_dense_taper_reference(radius, kind):
         Eo = np.asarray(jax.vmap(obs)(jnp.asarray(E0)))
         r_std = np.full(d, 0.3)
     y = Eo.mean(0) + rng.standard_normal(len(locs)) * r_std
+    return E0, obs, Eo, locs, r_std, y
+
+
+# --------------------------------------------------------------- LETKF equals the dense taper
+@pytest.mark.parametrize("radius", [0.7, 2.0, 5.0])
+@pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
+def test_letkf_on_ring_equals_dense_taper_reference(radius, kind):
+    d, N = 30, 8
+    E0, obs, Eo, locs, r_std, y = _ring_problem(kind, d, N, seed=2)
     want = _dense_letkf_analysis(E0, Eo, y, r_std, _ring_dist(np.arange(d), locs, d), radius)
     got = _one_analysis(obs, E0, y, localization_radius=radius)
     np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-10)
@@ -259,19 +266,7 @@ def test_domain_neighbour_sets_use_the_mean_distance(b1, b2, q1, q2, radius, str
 @pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
 def test_letkf_local_domains_on_ring_equal_dense_reference(block, kind):
     d, N, radius = 30, 8, 2.0
-    rng = np.random.default_rng(7)
-    E0 = 1.5 * rng.standard_normal((N, d)) + rng.standard_normal(d)
-    if kind == "linear_partial":
-        locs = np.arange(1, d, 3)
-        obs = LinearObservation.partial(locs, d, rng.uniform(0.5, 1.5, len(locs)))
-        Eo = E0[:, locs]
-        r_std = np.sqrt(np.diag(np.asarray(obs.R)))
-    else:
-        locs = np.arange(d)
-        obs = NonlinearObservation("arctan", d, 0.3)
-        Eo = np.asarray(jax.vmap(obs)(jnp.asarray(E0)))
-        r_std = np.full(d, 0.3)
-    y = Eo.mean(0) + rng.standard_normal(len(locs)) * r_std
+    E0, obs, Eo, locs, r_std, y = _ring_problem(kind, d, N, seed=7)
     domains = np.arange(d).reshape(-1, block)
     want = _dense_domain_letkf_analysis(E0, Eo, y, r_std, _ring_dist(np.arange(d), locs, d), radius, domains)
     got = _one_analysis(obs, E0, y, localization_radius=radius, local_domain=block)
