@@ -220,3 +220,57 @@ def test_offset_power_law_fit_is_a_least_squares_optimum_and_refuses_bad_input()
         offset_power_law_fit(x[:2], y[:2])
     with pytest.raises(ValueError):
         offset_power_law_fit(x, -y)
+
+
+def _w2_by_quantiles(m1, s1, m2, s2):
+    """W2 between two 1-D Gaussians from its definition: the L2 distance of the quantile functions."""
+    import scipy.integrate
+    f = lambda u: (scipy.stats.norm.ppf(u, m1, s1) - scipy.stats.norm.ppf(u, m2, s2)) ** 2  # noqa: E731
+    return np.sqrt(scipy.integrate.quad(f, 0.0, 1.0, limit=200)[0])
+
+
+def test_gaussian_w2_matches_the_quantile_integral_of_the_scipy_fit():
+    from assimilax.metrics import gaussian_w2
+    rng = np.random.default_rng(3)
+    X = rng.normal(0.5, 2.0, size=(4, 3, 50))
+    mean = rng.normal(size=(4, 3))
+    var = rng.uniform(0.2, 3.0, size=(4, 3))
+    got = gaussian_w2(X, mean, var)
+    assert got.shape == (4, 3) and got.dtype == np.float64
+    for i in range(4):
+        for j in range(3):
+            loc, scale = scipy.stats.norm.fit(X[i, j])  # maximum likelihood: the n (not n - 1) variance
+            want = _w2_by_quantiles(loc, scale, mean[i, j], np.sqrt(var[i, j]))
+            np.testing.assert_allclose(got[i, j], want, rtol=1e-6)
+    # broadcasting: one target for every row, and 1-D samples give a 0-d result
+    np.testing.assert_allclose(gaussian_w2(X, 0.3, 1.5), [[float(gaussian_w2(x, 0.3, 1.5)) for x in row] for row in X],
+                               rtol=1e-12)
+    assert gaussian_w2(X[0, 0], 0.0, 1.0).shape == ()
+
+
+def test_gaussian_w2_closed_form_values():
+    from assimilax.metrics import gaussian_w2
+    # samples -1, 1: fitted N(0, 1)
+    np.testing.assert_allclose(gaussian_w2([-1.0, 1.0], 0.0, 1.0), 0.0, atol=1e-15)
+    np.testing.assert_allclose(gaussian_w2([-1.0, 1.0], 2.0, 4.0), np.sqrt(2.0 ** 2 + (1.0 - 2.0) ** 2), rtol=1e-15)
+    # one sample: a point mass at 3 against N(1, 9) is sqrt(2^2 + 3^2) away; a zero-variance target is allowed
+    np.testing.assert_allclose(gaussian_w2([3.0], 1.0, 9.0), np.sqrt(13.0), rtol=1e-15)
+    np.testing.assert_allclose(gaussian_w2([1.0, 3.0], 2.0, 0.0), 1.0, rtol=1e-15)
+
+
+def test_gaussian_w2_refuses_bad_input():
+    from assimilax.metrics import gaussian_w2
+    with pytest.raises(ValueError, match="samples must have shape"):
+        gaussian_w2(1.0, 0.0, 1.0)
+    with pytest.raises(ValueError, match="samples must have shape"):
+        gaussian_w2(np.ones((3, 0)), 0.0, 1.0)
+    with pytest.raises(ValueError, match="var must be >= 0"):
+        gaussian_w2(np.ones((2, 5)), 0.0, [1.0, -0.5])
+    with pytest.raises(ValueError, match="samples contains NaN"):
+        gaussian_w2([1.0, np.nan], 0.0, 1.0)
+    with pytest.raises(ValueError, match="var contains NaN"):
+        gaussian_w2([1.0, 2.0], 0.0, np.inf)
+    with pytest.raises(ValueError, match="broadcast"):
+        gaussian_w2(np.ones((2, 5)), np.zeros(3), 1.0)
+    with pytest.raises(ValueError, match="broadcast"):  # a target with more axes than the samples' leading ones
+        gaussian_w2(np.ones(5), np.zeros(2), 1.0)

@@ -105,10 +105,10 @@ __all__ = ["rmse", "spread", "crps_ensemble", "rank_histogram", "interval_covera
 
 # Intervals, paired comparisons and computed verdicts (issue 19); energy spectra (issue 15).
 from .stats import (MeanInterval, PairedComparison, TwoSampleComparison, Verdict, compare,  # noqa: E402
-                    format_interval, interval_position, largest_with_verdict, loglog_slope, mean_interval,
+                    format_interval, gaussian_w2, interval_position, largest_with_verdict, loglog_slope, mean_interval,
                     offset_power_law_fit, paired_comparison, PowerLawFit, verdicts_by_setting, welch_comparison)
 
-__all__ += ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "compare", "format_interval",
+__all__ += ["MeanInterval", "PairedComparison", "TwoSampleComparison", "Verdict", "compare", "format_interval", "gaussian_w2",
             "interval_position", "largest_with_verdict", "loglog_slope", "mean_interval", "offset_power_law_fit",
             "paired_comparison", "PowerLawFit", "verdicts_by_setting", "welch_comparison"]
 from .spectra import (BandError, band_error, energy_spectrum_1d, energy_spectrum_2d, enstrophy,  # noqa: E402
