@@ -134,3 +134,41 @@ def test_twin_truths_work_with_a_noisy_linear_model():
     assert tt.states.shape == (3, 6, 2) and tt.observations.shape == (3, 6, 2)
     # model noise: different keys give different truths from the same start
     assert not np.allclose(tt.states[0], tt.states[1])
+
+
+def test_score_row_formats_the_means_over_truths_and_hides_them_when_a_run_failed():
+    from assimilax.experiments import score_row
+    from assimilax.metrics import format_interval, mean_interval
+    sc = {"rmse": np.array([1.0, 1.2, 0.9]), "crps": np.array([0.51234, 0.6, 0.55]),
+          "coverage": np.array([0.8, 0.9, 0.85]), "spread_error": np.array([1.1, 0.9, 1.3]), "spread": np.ones(3)}
+    row = score_row(sc)
+    assert list(row) == ["RMSE", "CRPS", "90 % coverage", "spread / error"]
+    assert row["RMSE"] == format_interval(mean_interval([1.0, 1.2, 0.9]), 3)
+    assert row["CRPS"] == f"{(0.51234 + 0.6 + 0.55) / 3:.3g}" == "0.554"
+    assert row["90 % coverage"] == "0.85" and row["spread / error"] == "1.10"
+    assert list(score_row(sc, level=0.8, digits=2)) == ["RMSE", "CRPS", "80 % coverage", "spread / error"]
+    assert score_row(sc, digits=2)["CRPS"] == "0.55"
+    # a failed run: the RMSE says so, the other cells are missing
+    bad = dict(sc, rmse=np.array([1.0, np.nan, 0.9]))
+    assert score_row(bad) == {"RMSE": "failed on 1 of 3", "CRPS": "—", "90 % coverage": "—",
+                              "spread / error": "—"}
+    assert score_row(sc, failed_above=1.1)["RMSE"] == "failed on 1 of 3"
+    assert score_row(sc, failed_above=1.1, missing="n/a")["CRPS"] == "n/a"
+    # a point analysis (score_runs without ensembles): no coverage, no spread
+    tt = _truths(R=3, T=12, N=4)
+    means = run_batched(lambda y, e, k: _etkf(1.05, y, e, k), tt, key=jax.random.PRNGKey(1))
+    point = score_row(score_runs(means, None, tt, burn=2))
+    assert point["90 % coverage"] == "—" and point["spread / error"] == "—" and point["CRPS"] != "—"
+
+
+def test_score_row_refuses_bad_input():
+    from assimilax.experiments import score_row
+    sc = {k: np.ones(3) for k in ("rmse", "crps", "coverage", "spread_error")}
+    with pytest.raises(ValueError, match="lacks"):
+        score_row({"rmse": np.ones(3)})
+    with pytest.raises(ValueError, match="same shape"):
+        score_row(dict(sc, crps=np.ones(2)))
+    with pytest.raises(ValueError, match="level"):
+        score_row(sc, level=90)
+    with pytest.raises(ValueError, match="digits"):
+        score_row(sc, digits=0)

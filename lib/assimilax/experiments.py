@@ -13,6 +13,10 @@ same keys* (common random numbers: the differences between settings are not blur
 different noise draws), scores each setting by its mean time-mean RMSE over the truths, and
 counts a setting that lost a truth (a non-finite score, or one above ``failed_above``) as
 infinitely bad, so that a setting which diverges on one truth never wins on the others.
+
+:func:`score_row` turns one method's per-truth scores into the cells of a results table (the RMSE
+with its interval over truths, the means of the other scores, nothing but the failure where a
+run failed).
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from jaxtyping import Array, Float
 
 from ._validation import check_positive_int
 from .metrics import rmse
-from .metrics import ensemble_scores, failed_runs
+from .metrics import describe_runs, ensemble_scores, failed_runs
 from .simulate import simulate
 
 
@@ -163,4 +167,45 @@ def tune_grid(run: Callable, axes: Sequence[Sequence[float]], truths: TwinTruths
                       tuple(a[i] for a, i in zip(axes, best)), on_edge, seconds)
 
 
-__all__ = ["TwinTruths", "twin_truths", "run_batched", "score_runs", "GridTuning", "tune_grid"]
+def score_row(scores: dict, *, level: float = 0.9, failed_above: Optional[float] = None, digits: int = 3,
+              missing: str = "—") -> dict:
+    r"""The table cells of one method's per-truth scores (a dict of :func:`score_runs` or
+    :func:`assimilax.metrics.ensemble_scores`, each ``(R,)``):
+
+    - ``"RMSE"``: :func:`assimilax.metrics.describe_runs`, the mean over truths with its 95 %
+      t interval, ``"mean [low, high]"`` (``digits`` decimals), or ``"failed on k of R"``;
+    - ``"CRPS"``: the mean over truths :math:`\frac1R \sum_r \mathrm{CRPS}^{(r)}`, ``digits``
+      significant digits;
+    - ``"<100 level> % coverage"`` and ``"spread / error"``: the means over truths of the central
+      ``level`` interval coverage and of the spread/error ratio, two decimals.
+
+    When a run failed (:func:`assimilax.metrics.failed_runs` of the RMSE, with ``failed_above``)
+    every cell but the RMSE is ``missing`` (a mean over truths would hide the failure), and so is
+    a score that does not exist (all NaN: the coverage and spread of a point analysis).
+    ``level`` only names the coverage column: it must be the level the scores were computed at.
+
+    **Returns** a dict of strings, in the column order above.
+    """
+    need = ("rmse", "crps", "coverage", "spread_error")
+    absent = [k for k in need if k not in scores]
+    if absent:
+        raise ValueError(f"scores lacks {absent} (expected the dict of score_runs / ensemble_scores)")
+    v = {k: np.asarray(scores[k], dtype=np.float64) for k in need}
+    n = v["rmse"].shape
+    if len(n) != 1 or any(a.shape != n for a in v.values()):
+        raise ValueError(f"every score must have the same shape (R,), got {[v[k].shape for k in need]}")
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    check_positive_int(digits, "digits")
+    ok = not failed_runs(v["rmse"], failed_above).any()
+
+    def cell(values, fmt):
+        return fmt.format(float(np.mean(values))) if ok and not np.all(np.isnan(values)) else missing
+
+    return {"RMSE": describe_runs(v["rmse"], failed_above=failed_above, digits=digits, missing=missing),
+            "CRPS": cell(v["crps"], f"{{:.{digits}g}}"),
+            f"{100 * level:g} % coverage": cell(v["coverage"], "{:.2f}"),
+            "spread / error": cell(v["spread_error"], "{:.2f}")}
+
+
+__all__ = ["TwinTruths", "twin_truths", "run_batched", "score_runs", "GridTuning", "tune_grid", "score_row"]
