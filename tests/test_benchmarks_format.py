@@ -144,3 +144,26 @@ def test_extrapolated_reference_yields_no_met_verdict():
     for line in RESULTS_MD.read_text().splitlines():
         if line.startswith("- ") and "1,000,000" in line:
             assert "met" not in line.replace(_records.NOT_ASSESSED, ""), line
+
+
+def _floor_record(B, dapper, filt, eigh_xla, eigh_np, forecast):
+    return dict(problem=_records.LETKF_FLOOR_PROBLEM, method=f"LETKF B={B}", library="assimilax", dim=100,
+                local_domain=B, n_local_analyses=100 // B, seeds=[0], n_cycles=150, rmse=0.034, rmse_dapper=0.034,
+                seconds_per_cycle=filt, seconds_total=None, eigh_xla_seconds_per_cycle=eigh_xla,
+                eigh_numpy_seconds_per_cycle=eigh_np, cholesky_xla_seconds_per_cycle=eigh_xla / 20,
+                forecast_seconds_per_cycle=forecast, dapper_seconds_per_cycle=dapper, speedup=dapper / filt,
+                speedup_bound=dapper / (min(eigh_xla, eigh_np) + forecast), date="2026-12-07 00:00 UTC")
+
+
+def test_letkf_floor_verdict_follows_the_bound():
+    """The cost-floor verdict says 'above the bound' exactly when DAPPER / (fastest eigh +
+    forecast) is below the 20x target, and the table has one row per local-domain size."""
+    above = _floor_record(2, dapper=17e-3, filt=1.0e-3, eigh_xla=0.95e-3, eigh_np=0.9e-3, forecast=0.1e-3)  # 17x
+    below = _floor_record(4, dapper=10e-3, filt=0.6e-3, eigh_xla=0.3e-3, eigh_np=0.35e-3, forecast=0.1e-3)  # 25x
+    lines = _records.letkf_floor_verdicts([below, above])
+    assert len(lines) == 2 and "2-point" in lines[0] and "4-point" in lines[1]  # sorted by domain
+    assert "above the bound" in lines[0] and "at most 17.0×" in lines[0]
+    assert "below the bound" in lines[1] and "at most 25.0×" in lines[1]
+    table = _records.render_letkf_floor([above, below])
+    assert sum(1 for line in table if line.startswith("| 2 |") or line.startswith("| 4 |")) == 2
+    assert _records.render_letkf_floor([]) == []
