@@ -172,3 +172,87 @@ def test_score_row_refuses_bad_input():
         score_row(sc, level=90)
     with pytest.raises(ValueError, match="digits"):
         score_row(sc, digits=0)
+
+
+def _point_truths(R=3, T=20, d=2, key=jax.random.PRNGKey(8)):
+    model = LinearGaussian.random_stable(d, key=jax.random.PRNGKey(0), noise_scale=0.3)
+    obs = LinearObservation.full(d, 0.5)
+    return model, obs, twin_truths(model, obs, jnp.zeros((R, d)), T, key=key, n_members=4)
+
+
+def test_learned_cycle_rmse_equals_a_numpy_loop_and_loses_only_the_diverged_truth():
+    from assimilax.experiments import learned_cycle_rmse
+    model, obs, tt = _point_truths()
+    A = np.asarray(model.A, dtype=np.float64)
+    K = 0.4
+    forward = lambda u: model.A @ u  # noqa: E731
+    analysis = lambda u, y: u + K * (y - u)  # noqa: E731
+    got = learned_cycle_rmse(forward, obs, tt, analysis=analysis, burn=5)
+    ys, xs, x0 = (np.asarray(a, dtype=np.float64) for a in (tt.observations, tt.states, tt.x0))
+    ref = []
+    for r in range(tt.n_truths):
+        u, errs = x0[r], []
+        for t in range(ys.shape[1]):
+            u = A @ u
+            u = u + K * (ys[r, t] - u)
+            errs.append(np.sqrt(np.mean((u - xs[r, t]) ** 2)))
+        ref.append(np.mean(errs[5:]))
+    np.testing.assert_allclose(got, ref, rtol=1e-5)
+    assert got.shape == (3,) and np.all(np.isfinite(got))
+    # truth 1 starts at 1e37: a forecast that doubles the state overflows float32 on it only
+    big = TwinTruths(*(jnp.asarray(a, jnp.float32) for a in (tt.states, tt.observations,
+                                                             tt.x0.at[1].set(1e37), tt.ensembles0)))
+    out = learned_cycle_rmse(lambda u: 2.0 * u, obs, big, analysis=lambda u, y: u)
+    assert np.isnan(out[1]) and np.all(np.isfinite(out[[0, 2]]))
+    x32 = np.asarray(big.states, np.float64)
+    np.testing.assert_allclose(out[0], np.mean([np.sqrt(np.mean((2.0 ** (t + 1) * np.asarray(big.x0[0]) - x32[0, t]) ** 2))
+                                                for t in range(x32.shape[1])]), rtol=1e-5)
+
+
+def test_learned_cycle_rmse_refuses_bad_input():
+    from assimilax.experiments import learned_cycle_rmse
+    model, obs, tt = _point_truths(T=6)
+    with pytest.raises(ValueError, match="burn"):
+        learned_cycle_rmse(lambda u: u, obs, tt, analysis=lambda u, y: u, burn=6)
+    with pytest.raises(ValueError, match="x0"):
+        learned_cycle_rmse(lambda u: u, obs, tt._replace(x0=tt.x0[:2]), analysis=lambda u, y: u)
+
+
+def test_learned_filter_batched_equals_one_truth_at_a_time_with_the_documented_keys():
+    from assimilax import learned_filter
+    from assimilax.experiments import learned_filter_batched
+    from assimilax.filters import LETKFAnalysis
+    model, obs, tt = _point_truths(R=3, T=15)
+    key = jax.random.PRNGKey(6)
+    keys = jax.random.split(key, tt.n_truths)
+    analysis = lambda u, y: u + 0.4 * (y - u)  # noqa: E731
+    # model noise drawn in the forecast: the result depends on each truth's key
+    out = learned_filter_batched(model, obs, tt, analysis=analysis, key=key, model_noise=True)
+    assert out.analysis_mean.shape == (3, 15, 2) and out.ensembles.shape == (3, 15, 4, 2)
+    for r in range(tt.n_truths):
+        one = learned_filter(model, obs, tt.observations[r], tt.ensembles0[r], analysis=analysis, key=keys[r],
+                             model_noise=True)
+        np.testing.assert_allclose(out.analysis_mean[r], one.analysis_mean, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out.ensembles[r], one.ensembles, rtol=1e-5, atol=1e-6)
+    other = learned_filter_batched(model, obs, tt, analysis=analysis, key=jax.random.PRNGKey(7), model_noise=True)
+    assert not np.allclose(other.analysis_mean, out.analysis_mean)
+    # an ensemble analysis (the ETKF as a LETKFAnalysis without localisation), not jitted, no ensembles stored
+    G = LETKFAnalysis(OBS, 3, inflation=1.02, n_members=6)
+    t3 = _truths(R=2, T=10, N=6)
+    e = learned_filter_batched(L63, OBS, t3, analysis=G, key=key, store_ensembles=False, jit=False)
+    assert e.ensembles is None
+    for r in range(2):
+        np.testing.assert_allclose(e.analysis_mean[r], learned_filter(L63, OBS, t3.observations[r], t3.ensembles0[r],
+                                                                      analysis=G, key=jax.random.PRNGKey(0)).analysis_mean,
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_learned_filter_batched_refuses_bad_input():
+    from assimilax.experiments import learned_filter_batched
+    model, obs, tt = _point_truths(T=4)
+    with pytest.raises(ValueError, match="ensemble0"):
+        learned_filter_batched(model, obs, tt, analysis=lambda u, y: u, key=jax.random.PRNGKey(0),
+                               ensemble0=tt.ensembles0[0])
+    with pytest.raises(ValueError, match="same R"):
+        learned_filter_batched(model, obs, tt._replace(ensembles0=tt.ensembles0[:2]), analysis=lambda u, y: u,
+                               key=jax.random.PRNGKey(0))

@@ -17,6 +17,12 @@ infinitely bad, so that a setting which diverges on one truth never wins on the 
 :func:`score_row` turns one method's per-truth scores into the cells of a results table (the RMSE
 with its interval over truths, the means of the other scores, nothing but the failure where a
 run failed).
+
+For learned analyses (:mod:`assimilax.learned`): :func:`learned_cycle_rmse` scores a deterministic
+learned cycle :math:`\tilde u_t = T(F(\tilde u_{t-1}), y_t)` on each truth, one truth at a time
+(a truth on which it diverges is NaN, the others are kept), and :func:`learned_filter_batched`
+cycles :func:`~assimilax.learned.learned_filter` (e.g. an ensemble analysis) on all truths in one
+batched program.
 """
 from __future__ import annotations
 
@@ -208,4 +214,75 @@ def score_row(scores: dict, *, level: float = 0.9, failed_above: Optional[float]
             "spread / error": cell(v["spread_error"], "{:.2f}")}
 
 
-__all__ = ["TwinTruths", "twin_truths", "run_batched", "score_runs", "GridTuning", "tune_grid", "score_row"]
+def learned_cycle_rmse(forward, observation, truths: TwinTruths, *, analysis, burn: int = 0) -> np.ndarray:
+    r"""Time-mean analysis RMSE of a *deterministic* learned cycle on each truth, one truth at a
+    time, so that a truth on which the cycle diverges costs only its own score.
+
+    Truth ``r`` is cycled from its initial state :math:`\tilde u_0 = x^{(r)}_0` (``truths.x0``, not
+    the ensemble) by :func:`assimilax.learned.learned_filter` with one member and no residual,
+
+    .. math:: \tilde u_t = T\big(F(\tilde u_{t-1}), y^{(r)}_t\big), \qquad
+              e^{(r)} = \frac{1}{T - b} \sum_{t > b} \frac{\lVert \tilde u_t - x^{(r)}_t \rVert}{\sqrt d},
+
+    with :math:`b` = ``burn``. Nothing is drawn (no residual, no model noise), so no key is needed.
+    The cycle runs in the dtype of ``truths`` (cast them, e.g. to float32, to cycle a float32
+    network).
+
+    **Returns** a NumPy array ``(R,)`` of :math:`e^{(r)}`, NaN where the cycle diverged
+    (:class:`~assimilax.FilterDivergenceError`).
+    """
+    from .learned import learned_filter  # the learned package imports the filters: import on use
+
+    T = truths.states.shape[1]
+    if not 0 <= burn < T:
+        raise ValueError(f"burn must be in [0, {T}), got {burn}")
+    if truths.x0.shape != (truths.n_truths, truths.states.shape[2]):
+        raise ValueError(f"truths.x0 must have shape {(truths.n_truths, truths.states.shape[2])} (one initial "
+                         f"state per truth), got {truths.x0.shape}")
+    out = []
+    for r in range(truths.n_truths):
+        try:
+            res = learned_filter(forward, observation, truths.observations[r], truths.x0[r], analysis=analysis,
+                                 key=jax.random.PRNGKey(0))
+            out.append(float(jnp.mean(rmse(res.analysis_mean, truths.states[r])[burn:])))
+        except FloatingPointError:
+            out.append(float("nan"))
+    return np.asarray(out)
+
+
+def learned_filter_batched(forward, observation, truths: TwinTruths, *, analysis, key, jit: bool = True,
+                           **filter_kwargs):
+    r""":func:`assimilax.learned.learned_filter` on every truth at once, each from its initial
+    ensemble :math:`E^{(r)}_0` (``truths.ensembles0``), in one ``jax.vmap``-ed (by default jitted)
+    program: :func:`run_batched` of
+
+    .. math:: r \mapsto \texttt{learned\_filter}(F, h, y^{(r)}_{1:T}, E^{(r)}_0;\ \text{analysis},
+              \text{key} = k_r), \qquad k_r = \texttt{jax.random.split(key, R)[r]} .
+
+    An ensemble analysis (:class:`~assimilax.learned.EnsembleStencilAnalysis`,
+    :class:`~assimilax.filters.LETKFAnalysis`) is cycled on its whole ensemble; ``filter_kwargs``
+    (``residual``, ``cycle``, ``store_ensembles``, ``model_noise``, ...) go to ``learned_filter``.
+    Under ``vmap`` a diverged run is not raised: its analysis holds NaN/inf (score it with
+    :func:`score_runs`).
+
+    **Returns** the batched :class:`~assimilax.filters.EnsembleFilterResult` (leading axis ``R``).
+    """
+    from .learned import learned_filter
+
+    if "ensemble0" in filter_kwargs or "ys" in filter_kwargs:
+        raise ValueError("the observations and initial ensembles come from truths; do not pass ys or ensemble0")
+    R = truths.n_truths
+    if truths.observations.shape[0] != R or truths.ensembles0.ndim != 3 or truths.ensembles0.shape[0] != R:
+        raise ValueError(f"truths must hold observations (R, T, m) and ensembles0 (R, N, d) for the same R = {R}, "
+                         f"got {truths.observations.shape} and {truths.ensembles0.shape}")
+
+    def batch(observations, ensembles0, key_):
+        return run_batched(lambda y, e, k: learned_filter(forward, observation, y, e, analysis=analysis, key=k,
+                                                          **filter_kwargs),
+                           TwinTruths(truths.states, observations, truths.x0, ensembles0), key=key_)
+
+    return (jax.jit(batch) if jit else batch)(truths.observations, truths.ensembles0, key)
+
+
+__all__ = ["TwinTruths", "twin_truths", "run_batched", "score_runs", "GridTuning", "tune_grid", "score_row",
+           "learned_cycle_rmse", "learned_filter_batched"]
