@@ -171,6 +171,59 @@ def _ring_problem(kind, d, N, seed):
     return E0, obs, Eo, locs, r_std, y
 
 
+# ------------------------------------------------ dense-GEMM and gathered local matrices agree
+@pytest.mark.parametrize("local_domain", [None, 2, 3])
+@pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
+def test_dense_and_gathered_local_matrices_give_the_same_analysis(monkeypatch, kind, local_domain):
+    """With few observations in all (m <= DENSE_LOCAL_RATIO k) the local matrices come from one
+    GEMM over the dense taper; forcing the gathered path gives the same analysis to rounding."""
+    from assimilax.filters import enkf as enkf_module
+
+    d, N, radius = 30, 8, 5.0
+    E0, obs, Eo, locs, r_std, y = _ring_problem(kind, d, N, seed=4)
+    geom = PeriodicRing(d)
+    local = geom.local_observations(locs, radius, None if local_domain is None else geom.partition(local_domain))
+    assert len(locs) <= enkf_module.DENSE_LOCAL_RATIO * local.k_max  # the dense path is the default here
+    dense = _one_analysis(obs, E0, y, localization_radius=radius, local_domain=local_domain)
+    monkeypatch.setattr(enkf_module, "DENSE_LOCAL_RATIO", 0)  # m <= 0 never holds: gather
+    jax.clear_caches()
+    gathered = _one_analysis(obs, E0, y, localization_radius=radius, local_domain=local_domain)
+    jax.clear_caches()
+    np.testing.assert_allclose(dense, gathered, rtol=1e-11, atol=1e-11)
+    assert not np.allclose(dense, E0)  # the analysis moved the ensemble
+
+
+# --------------------------------------- batched local analyses: one eigh call, no deadlock
+@pytest.mark.parametrize("local_domain", [None, 2])
+def test_batched_local_analyses_compile_to_one_eigh_call_and_match_one_batch(monkeypatch, local_domain):
+    """When the local analyses go through lax.map in batches (a small LOCAL_BATCH_BYTES), the
+    batches are equal (the last padded), so the compiled cycle holds exactly one batched eigh:
+    with two independent ones (a loop and a remainder) XLA may run both at once on its
+    intra-op pool while jaxlib's LAPACK kernel waits on the same pool, which deadlocked a d =
+    1,600 LETKF on this 2-core machine. The analysis equals the one-batch analysis."""
+    from assimilax.filters import enkf as enkf_module
+
+    d, N, radius = 30, 8, 2.0  # 2k < m: the gathered path (not the dense GEMM)
+    E0, obs, Eo, locs, r_std, y = _ring_problem("arctan_full", d, N, seed=5)
+    model = Identity(n=d)
+    run = lambda: ensemble_kalman_filter(model, obs, y[None], E0, key=jax.random.PRNGKey(0),  # noqa: E731
+                                         localization_radius=radius, local_domain=local_domain)
+    one_batch = np.asarray(run().ensembles[0])
+    n_local = d if local_domain is None else d // local_domain
+    k = PeriodicRing(d).local_observations(locs, radius).k_max
+    per = (2 * k * N + 4 * N * N + 2 * (local_domain or 1) * N) * 8
+    monkeypatch.setattr(enkf_module, "LOCAL_BATCH_BYTES", 4 * per)  # batches of 4: 30 or 15 not divisible
+    jax.clear_caches()
+    assert enkf_module._local_batch(n_local, k, N, 8, local_domain or 1) == 4
+    hlo = jax.jit(lambda yy: ensemble_kalman_filter(
+        model, obs, yy, E0, key=jax.random.PRNGKey(0), localization_radius=radius,
+        local_domain=local_domain).ensembles).lower(y[None]).compile().as_text()
+    assert hlo.count("custom_call_target=\"lapack_dsyevd_ffi\"") == 1
+    batched = np.asarray(run().ensembles[0])
+    jax.clear_caches()
+    np.testing.assert_allclose(batched, one_batch, rtol=1e-12, atol=1e-12)
+
+
 # --------------------------------------------------------------- LETKF equals the dense taper
 @pytest.mark.parametrize("radius", [0.7, 2.0, 5.0])
 @pytest.mark.parametrize("kind", ["linear_partial", "arctan_full"])
