@@ -39,7 +39,6 @@ from jaxtyping import Array, Float
 from ._validation import check_positive_int
 from .metrics import rmse
 from .metrics import describe_runs, ensemble_scores, failed_runs
-from .simulate import simulate
 
 
 class TwinTruths(NamedTuple):
@@ -61,7 +60,7 @@ def twin_truths(model, observation, starts: Float[Array, "R d"], n_cycles: int, 
                 ensemble_std: float = 1.0, steps_per_obs: int = 1, burn_in: int = 0,
                 ensemble_key=None) -> TwinTruths:
     r"""``R`` truths of ``n_cycles`` observation cycles from the initial states ``starts`` (one row
-    each; each spun up ``burn_in`` model steps first, :func:`assimilax.simulate`), and initial
+    each; each spun up ``burn_in`` model steps first: :func:`assimilax.learned.generate_trajectories`), and initial
     ensembles :math:`E^{(r)}_0 = x^{(r)}_0 + \sigma_0 Z^{(r)}` of ``n_members`` members.
 
     **Keys:** truth ``r`` is simulated with ``jax.random.split(key, R)[r]``; the ensembles are one
@@ -78,8 +77,10 @@ def twin_truths(model, observation, starts: Float[Array, "R d"], n_cycles: int, 
     if not np.isfinite(ensemble_std) or ensemble_std < 0:
         raise ValueError(f"ensemble_std must be finite and >= 0, got {ensemble_std}")
     R = starts.shape[0]
-    sims = jax.vmap(lambda x, k: simulate(model, observation, x, n_cycles, key=k, steps_per_obs=steps_per_obs,
-                                          burn_in=burn_in))(starts, jax.random.split(key, R))
+    from .learned.data import generate_trajectories  # the learned package imports the filters: import on use
+
+    sims = generate_trajectories(model, observation, starts, n_cycles, key=key, steps_per_obs=steps_per_obs,
+                                 burn_in=burn_in)  # truth r keyed jax.random.split(key, R)[r]
     k_ens = jax.random.fold_in(key, R) if ensemble_key is None else ensemble_key
     noise = jax.random.normal(k_ens, (R, n_members, model.dim), sims.x0.dtype)
     E0 = sims.x0[:, None, :] + ensemble_std * noise
