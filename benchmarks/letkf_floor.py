@@ -35,6 +35,7 @@ eigendecompositions and its forecast, so its speed-up against DAPPER is at most
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
@@ -170,7 +171,7 @@ def run(repeats=7, seed=0):
             t["eigh_numpy"].append(_min_time(lambda: np.linalg.eigh(A_flat), 1) / A_np.shape[0])
             t["chol_xla"].append(_min_time(lambda: jax.block_until_ready(chol_chain(A)), 1) / CYCLES)
             t["forecast"].append(_min_time(lambda: jax.block_until_ready(forecast(E0)), 1) / CYCLES)
-        for _ in range(max(2, repeats // 3)):
+        for _ in range(max(3, repeats // 2)):
             t0 = time.perf_counter()
             mu_dapper = dapper_run()
             t["dapper"].append((time.perf_counter() - t0) / CYCLES)
@@ -205,6 +206,7 @@ def main(argv=None):
     import datetime as _dt
 
     stamp = dict(mode="full", machine=peers._machine(), versions=peers._versions(), threads=1,
+                 cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                  date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     for r in records:
         r.update(stamp)

@@ -29,6 +29,7 @@ Records (``problem`` :data:`PROBLEM`, ``method="LETKF"`` for the current code an
 from __future__ import annotations
 
 import argparse
+import os
 import importlib.util
 import statistics
 import subprocess
@@ -296,6 +297,7 @@ def main(argv=None):
     import datetime as _dt
 
     stamp = dict(mode="full", machine=peers._machine(), versions=peers._versions(), threads=1,
+                 cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                  date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     for r in records:
         r.update(stamp)

@@ -180,7 +180,12 @@ TIMING = [
     "interleaved warm runs for assimilax and dynamax.",
     "Both libraries run in float64 (`jax_enable_x64` in the benchmark process), each on one "
     "compute thread (`XLA_FLAGS=--xla_cpu_multi_thread_eigen=false "
-    "intra_op_parallelism_threads=1`, `OMP/OPENBLAS/MKL_NUM_THREADS=1`): the problems are small "
+    "intra_op_parallelism_threads=1`, `OMP/OPENBLAS/MKL_NUM_THREADS=1`). These flags do not stop "
+    "jaxlib's batched LAPACK kernels (the LETKF's batched `eigh`) from splitting their batch over "
+    "XLA's intra-op pool (measured: 1.9 CPU-seconds per wall second); runs from 2026-12-07 on "
+    "(records with `cores: 1`: the arctan LETKF rows, the LETKF scaling and cost-floor tables) "
+    "pin the whole process to one CPU core, so that both libraries have exactly one; the "
+    "earlier rows were not pinned. The problems are small "
     "and the machine is shared, where multi-threaded kernels on tiny matrices only add "
     "contention. On a loaded machine, repeated runs moved assimilax's per-cycle times by up to 2× "
     "(one full run with default threading under load measured 0.97 ms per cycle for the "
@@ -264,11 +269,20 @@ THREAD_ENV = {
 
 
 def _single_thread():
-    """Set :data:`THREAD_ENV` (unless already set) before JAX or NumPy is imported."""
+    """Set :data:`THREAD_ENV` (unless already set) before JAX or NumPy is imported, and pin the
+    process to one CPU core (every thread it starts later inherits the mask). The environment
+    alone does not make XLA single-threaded: jaxlib's batched LAPACK kernels (the LETKF's
+    ``eigh`` of all local matrices) split their batch over XLA's intra-op pool whatever
+    ``intra_op_parallelism_threads`` says (measured: 1.9 CPU-seconds per wall second on this
+    2-core machine), while DAPPER's NumPy runs on one core; pinned, both sides get one core."""
     if "jax" in sys.modules or "numpy" in sys.modules:
         _log("warning: jax/numpy already imported; thread settings may not apply")
     for k, v in THREAD_ENV.items():
         os.environ.setdefault(k, v)
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, {cores[0]})
+        _log(f"pinned to CPU core {cores[0]} (of {len(cores)})")
 
 
 def _setup_jax():
@@ -840,6 +854,7 @@ def main(argv=None):
     if "arctan" in only:
         records += run_arctan(pl)
     stamp = dict(mode=pl["mode"], machine=_machine(), versions=_versions(), threads=1,
+                 cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                  date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"))
     for r in records:
         r.update(stamp)
