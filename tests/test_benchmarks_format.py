@@ -167,3 +167,28 @@ def test_letkf_floor_verdict_follows_the_bound():
     table = _records.render_letkf_floor([above, below])
     assert sum(1 for line in table if line.startswith("| 2 |") or line.startswith("| 4 |")) == 2
     assert _records.render_letkf_floor([]) == []
+
+
+def test_moe_learning_rate_record_is_consistent():
+    """The committed chapter-45 learning-rate record: every comparison kind is tuned, each chosen
+    rate is the grid point with the lowest mean validation RMSE, and the edge flag is right."""
+    import json
+
+    import numpy as np
+
+    from assimilax.learned.moe import COMPARISON_KINDS
+    from benchmarks import moe_learning_rate as mlr
+
+    rec = json.loads(mlr.RESULT.read_text())
+    assert rec["setup"] == mlr.SETUP
+    assert sorted(c["kind"] for c in rec["classes"]) == sorted(COMPARISON_KINDS)
+    grid = rec["grid"]
+    for c in rec["classes"]:
+        one = np.asarray(c["one_step"], float)
+        assert one.shape == (len(grid), len(c["variants"]), rec["setup"]["seeds"])
+        means = np.where(np.isfinite(one).all(axis=(1, 2)), one.mean(axis=(1, 2)), np.inf)
+        assert c["best_rate"] == grid[int(np.argmin(means))]
+        assert c["on_edge"] == (grid.index(c["best_rate"]) in (0, len(grid) - 1))
+        assert np.asarray(c["long_one_step"]).shape == one.shape[1:]
+    rows = mlr.budget_rows(rec)
+    assert len(rows) == sum(len(c["variants"]) for c in rec["classes"])

@@ -269,3 +269,73 @@ def test_regime_input_network():
         mi = jax.tree_util.tree_map(lambda x: x[i] if eqx.is_array(x) else x, trained)
         errs.append(float(jnp.sqrt(jnp.mean((moe.predict(mi, win, labels[3:]) - tar) ** 2))))
     assert errs[0] < 0.5 * errs[1]
+
+
+def test_per_model_learning_rates_equal_scalar_runs():
+    """A (S,) learning rate trains model s exactly as the scalar rate eta_s would (same keys)."""
+    obs, lab = _regime_data(jax.random.key(0))
+    obs, lab = jnp.stack([obs, obs]), jnp.stack([lab, lab])
+    m = eqx.filter_vmap(lambda k: moe.MixtureOfExperts(3, 2, 3, width=8, depth=1, scale=10.0, key=k))(
+        jax.random.split(jax.random.key(5), 2))
+    kw = dict(key=jax.random.key(6), n_steps=40, batch_size=4, segment=4, progress=False)
+    both, _ = moe.fit_moe(m, obs, lab, moe.MoELossWeights(alignment=0.1), learning_rate=jnp.array([1e-3, 3e-2]), **kw)
+    for i, eta in enumerate((1e-3, 3e-2)):
+        alone, _ = moe.fit_moe(m, obs, lab, moe.MoELossWeights(alignment=0.1), learning_rate=eta, **kw)
+        for a, b in zip(jax.tree_util.tree_leaves(eqx.filter(both, eqx.is_array)),
+                        jax.tree_util.tree_leaves(eqx.filter(alone, eqx.is_array))):
+            np.testing.assert_allclose(np.asarray(a[i]), np.asarray(b[i]), rtol=1e-6, atol=1e-7)
+    # the two rates give different models (the argument is used)
+    leaf = jax.tree_util.tree_leaves(eqx.filter(both, eqx.is_array))[0]
+    assert not np.allclose(np.asarray(leaf[0]), np.asarray(leaf[1]))
+    for bad in (jnp.array([1e-3, 1e-2, 1e-1]), -1e-3, jnp.array([1e-3, jnp.nan])):
+        with pytest.raises(ValueError, match="learning_rate"):
+            moe.fit_moe(m, obs, lab, moe.MoELossWeights(), learning_rate=bad, **kw)
+
+
+def test_switching_data_is_the_switching_simulation():
+    """switching_data = simulate_switching of the Palmer-forced model from its documented start,
+    labels = observation_regimes; it vmaps over dwell times, and the mean dwell follows tau."""
+    from assimilax.models import SwitchingLorenz63, dwell_lengths, simulate_switching
+    from assimilax.observations import LinearObservation
+
+    obs = LinearObservation.full(3, 0.1)
+    key = jax.random.key(3)
+    d = moe.switching_data(key, 2.0, 12.0, 40, observation=obs, n_regimes=3, steps_per_obs=5, burn_in=50)
+    k_x0, k_sim = jax.random.split(key)
+    x0 = jnp.array([1.0, 1.0, 25.0]) + 2.0 * jax.random.normal(k_x0, (3,))
+    base = SwitchingLorenz63(SwitchingLorenz63.palmer_forcings(3, 12.0), dwell_time=2.0, dt=0.01)
+    sim, _, reg = simulate_switching(base, obs, x0, 40, key=k_sim, steps_per_obs=5, burn_in=50)
+    np.testing.assert_array_equal(np.asarray(d.states), np.asarray(sim.states))
+    np.testing.assert_array_equal(np.asarray(d.observations), np.asarray(sim.observations))
+    np.testing.assert_array_equal(np.asarray(d.labels), np.asarray(reg[4::5]))
+    assert d.states.shape == (40, 3) and d.regimes.shape == (200,)
+    taus = jnp.array([0.2, 2.0])
+    vd = jax.jit(jax.vmap(lambda k, t: moe.switching_data(k, t, 12.0, 2000, observation=obs, n_regimes=3,
+                                                          burn_in=10)))(jax.random.split(key, 2), taus)
+    means = [np.mean(dwell_lengths(np.asarray(vd.regimes[i]))) * 0.01 for i in range(2)]
+    assert means[0] < 0.5 < 1.0 < means[1]
+    with pytest.raises(ValueError, match="n_obs"):
+        moe.switching_data(key, 2.0, 12.0, 0, observation=obs, n_regimes=3)
+
+
+def test_comparison_models_are_the_documented_architectures():
+    k = jax.random.key(0)
+    kw = dict(width=16, depth=2, router_hidden=16, loc=1.0, scale=2.0, step_scale=0.5, key=k)
+    gate = moe.comparison_model("gate", 4, 3, 3, **kw)
+    mlp = moe.comparison_model("mlp", 4, 3, 3, **kw)
+    w = moe.equal_parameter_width(moe.count_parameters(gate), 4, 3, depth=2)
+    assert mlp.n_experts == 1 and mlp.experts.layers[0].weight.shape[1] == w
+    assert abs(moe.count_parameters(mlp) - moe.count_parameters(gate)) / moe.count_parameters(gate) < 0.02
+    att = moe.comparison_model("attention", 4, 3, 3, **kw)
+    assert isinstance(att.router, moe.AttentionRouter) and isinstance(gate.router, moe.GateRouter)
+    wide = moe.comparison_model("wide", 4, 3, 3, **kw)
+    assert wide.n_experts == 3 and wide.experts.layers[0].weight.shape[1] == w
+    cond = moe.comparison_model("conditioned", 4, 3, 3, **kw)
+    assert cond.regime_input and cond.experts.layers[0].weight.shape[1:] == (w, 7 * 3 + 3)
+    # the same key and arguments give the chapter's direct construction
+    ref = moe.MixtureOfExperts(4, 3, 3, width=w, depth=2, router_hidden=0, loc=1.0, scale=2.0, step_scale=0.5,
+                               regime_input=True, key=k)
+    for a, b in zip(jax.tree_util.tree_leaves(cond), jax.tree_util.tree_leaves(ref)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    with pytest.raises(ValueError, match="kind"):
+        moe.comparison_model("transformer", 4, 3, 3, **kw)

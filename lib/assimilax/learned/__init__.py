@@ -28,8 +28,9 @@ __all__ = [
 
 # Mixtures of experts for switching dynamics (issue 18).
 from . import moe  # noqa: E402
-from .moe import (AttentionRouter, GateRouter, MixtureOfExperts, MoELossWeights, Routing, epsilon_net_bound,  # noqa: E402
-                  fit_moe, moe_loss)
+from .moe import (AttentionRouter, GateRouter, MixtureOfExperts, MoELossWeights, Routing, SwitchingData,  # noqa: E402
+                  comparison_model, epsilon_net_bound, fit_moe, moe_loss, switching_data)
 
 __all__ += ["moe", "MixtureOfExperts", "GateRouter", "AttentionRouter", "Routing", "MoELossWeights", "fit_moe",
-            "moe_loss", "epsilon_net_bound"]
+            "moe_loss", "epsilon_net_bound", "SwitchingData", "switching_data",
+            "comparison_model"]

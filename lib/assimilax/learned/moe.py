@@ -239,6 +239,38 @@ def equal_parameter_width(n_params: int, window: int, obs_dim: int, *, depth: in
     return int(widths[np.argmin(np.abs(np.array([count(w) for w in widths]) - n_params))])
 
 
+COMPARISON_KINDS = ("gate", "attention", "mlp", "wide", "conditioned")
+
+
+def comparison_model(kind: str, window: int, obs_dim: int, n_regimes: int, *, width: int, depth: int = 2,
+                     router_hidden: int = 16, loc: float = 0.0, scale: float = 1.0, step_scale: float = 1.0,
+                     key) -> MixtureOfExperts:
+    """One model of the MoE comparison (chapter 45), all with ``depth``-layer tanh MLP experts:
+
+    - ``"gate"``: ``n_regimes`` experts of ``width`` with the softmax gate (``router_hidden`` units);
+    - ``"attention"``: the same experts with the attention router;
+    - ``"mlp"``: one expert whose width (:func:`equal_parameter_width`) matches the gate MoE's
+      parameter count, linear gate over one expert (a single MLP of equal size);
+    - ``"wide"``: ``n_regimes`` experts each as wide as ``"mlp"`` (the oracle with ``n_regimes``
+      times the capacity);
+    - ``"conditioned"``: one network of the ``"mlp"`` width that takes the gates (the one-hot
+      regime under ``oracle=True``) as extra inputs (``regime_input=True``).
+    """
+    if kind not in COMPARISON_KINDS:
+        raise ValueError(f"kind must be one of {COMPARISON_KINDS}, got {kind!r}")
+    common = dict(depth=depth, loc=loc, scale=scale, step_scale=step_scale, key=key)
+    if kind in ("gate", "attention"):
+        return MixtureOfExperts(window, obs_dim, n_regimes, width=width, router=kind, router_hidden=router_hidden,
+                                **common)
+    gate = MixtureOfExperts(window, obs_dim, n_regimes, width=width, router_hidden=router_hidden, **common)
+    w = equal_parameter_width(count_parameters(gate), window, obs_dim, depth=depth)
+    if kind == "mlp":
+        return MixtureOfExperts(window, obs_dim, 1, width=w, router_hidden=0, **common)
+    if kind == "wide":
+        return MixtureOfExperts(window, obs_dim, n_regimes, width=w, router_hidden=router_hidden, **common)
+    return MixtureOfExperts(window, obs_dim, n_regimes, width=w, router_hidden=0, regime_input=True, **common)
+
+
 class MoELossWeights(NamedTuple):
     """Weights of the regularisers in :func:`moe_loss` (floats or arrays; vmap over them)."""
 
@@ -328,6 +360,40 @@ def observation_regimes(regimes: Int[Array, " n_steps"], steps_per_obs: int) -> 
     return regimes[..., steps_per_obs - 1:n * steps_per_obs:steps_per_obs]
 
 
+class SwitchingData(NamedTuple):
+    """One switching trajectory for the MoE experiments (see :func:`switching_data`)."""
+
+    states: Float[Array, "T 3"]
+    observations: Float[Array, "T m"]
+    labels: Int[Array, " T"]
+    regimes: Int[Array, " n_steps"]
+    x0: Float[Array, " 3"]
+
+
+def switching_data(key, dwell_time, forcing, n_obs: int, *, observation, n_regimes: int, dt: float = 0.01,
+                   steps_per_obs: int = 5, burn_in: int = 300, x0_std: float = 2.0) -> SwitchingData:
+    r"""Simulate one trajectory of :class:`assimilax.models.SwitchingLorenz63` with ``n_regimes``
+    Palmer forcings of magnitude ``forcing`` and mean dwell time ``dwell_time``, observed by
+    ``observation`` every ``steps_per_obs`` RK4 steps of ``dt``.
+
+    The start is :math:`(1, 1, 25) + \sigma_0 z`, :math:`z \sim N(0, I)` (first half of ``key``);
+    the regime path and the noise come from the second half through
+    :func:`assimilax.models.simulate_switching` with ``burn_in`` steps. ``labels`` are the
+    per-observation regimes (:func:`observation_regimes`), ``regimes`` the per-step path.
+    Jittable with ``n_obs`` static; vmaps over ``key``, ``dwell_time`` and ``forcing``.
+    """
+    from ..models import SwitchingLorenz63, simulate_switching
+
+    if not isinstance(n_obs, int) or n_obs < 1:
+        raise ValueError(f"n_obs must be a positive integer, got {n_obs!r}")
+    base = SwitchingLorenz63(SwitchingLorenz63.palmer_forcings(n_regimes, forcing), dwell_time=dwell_time, dt=dt)
+    k_x0, k_sim = jax.random.split(key)
+    x0 = jnp.array([1.0, 1.0, 25.0]) + x0_std * jax.random.normal(k_x0, (3,))
+    sim, _, regimes = simulate_switching(base, observation, x0, n_obs, key=k_sim, steps_per_obs=steps_per_obs,
+                                         burn_in=burn_in)
+    return SwitchingData(sim.states, sim.observations, observation_regimes(regimes, steps_per_obs), regimes, sim.x0)
+
+
 def window_arrays(observations: Float[Array, "T m"], labels: Int[Array, " T"], window: int):
     """All windows of a sequence: ``windows`` ``(T-W, W, m)`` (rows ``t..t+W-1``), ``targets``
     ``(T-W, m)`` (row ``t+W``) and the target's label ``(T-W,)``."""
@@ -356,7 +422,7 @@ class MoETrainState(NamedTuple):
 
 def fit_moe(models: MixtureOfExperts, observations: Float[Array, "S T m"], labels: Int[Array, "S T"],
             weights: MoELossWeights, *, key, n_steps: int = 1000, batch_size: int = 32, segment: int = 8,
-            learning_rate: float = 3e-3, n_windows=None, oracle=False, progress: bool = True, chunk: int = 250):
+            learning_rate=3e-3, n_windows=None, oracle=False, progress: bool = True, chunk: int = 250):
     r"""Train a *batch* of ``S`` mixtures (leading axis of every array leaf of ``models``, e.g.
     from ``eqx.filter_vmap`` over keys) with Adam :cite:`kingma2015adam`, one vmapped optimiser
     step per iteration, each model on its own sequence ``observations[s]``.
@@ -365,7 +431,10 @@ def fit_moe(models: MixtureOfExperts, observations: Float[Array, "S T m"], label
     segment starts uniform over the first ``n_windows[s]`` windows of the sequence (all of them
     by default), and minimises :func:`moe_loss`. ``weights`` fields and ``oracle`` may have a
     leading axis ``S`` (variants trained side by side) or be scalars; ``n_windows`` ``(S,)`` or a
-    scalar (the training-set size :math:`n` of the excess-risk experiment).
+    scalar (the training-set size :math:`n` of the excess-risk experiment). ``learning_rate`` is
+    Adam's step size :math:`\eta`, a scalar or ``(S,)`` (one rate per model, so a learning-rate
+    grid trains in one program): the update is :math:`-\eta_s\,\hat m_s/(\sqrt{\hat v_s}+\epsilon)`
+    with the moment estimates of ``optax.scale_by_adam``, which for a scalar is ``optax.adam``.
 
     **Returns:** ``(models, losses)`` with ``losses`` ``(n_steps,)``: the total loss per step,
     averaged over the ``S`` models.
@@ -387,7 +456,11 @@ def fit_moe(models: MixtureOfExperts, observations: Float[Array, "S T m"], label
         raise ValueError(f"n_windows must lie in [segment={segment}, T - window={max_windows}]")
     weights = MoELossWeights(*(jnp.broadcast_to(jnp.asarray(v, jnp.float32), (s,)) for v in weights))
     oracle = jnp.broadcast_to(jnp.asarray(oracle), (s,))
-    optimizer = optax.adam(learning_rate)
+    lr = jnp.asarray(learning_rate)
+    if lr.ndim > 1 or (lr.ndim == 1 and lr.shape != (s,)) or not bool(jnp.all(jnp.isfinite(lr) & (lr > 0))):
+        raise ValueError(f"learning_rate must be a positive scalar or (S,) = ({s},) array, got {learning_rate!r}")
+    lr = jnp.broadcast_to(lr, (s,))
+    optimizer = optax.scale_by_adam()
     params, static = eqx.partition(models, eqx.is_array)
     opt_state = jax.vmap(optimizer.init)(params)
 
@@ -396,9 +469,10 @@ def fit_moe(models: MixtureOfExperts, observations: Float[Array, "S T m"], label
         win, tar, lb = jax.vmap(lambda st: _segments(obs, lab, st, w, segment))(starts)
         return moe_loss(eqx.combine(p, static), win, tar, lb, wts, orc)[0]
 
-    def one_step(p, o, obs, lab, wts, orc, nwin, k):
+    def one_step(p, o, obs, lab, wts, orc, nwin, eta, k):
         loss, g = jax.value_and_grad(one_loss)(p, obs, lab, wts, orc, nwin, k)
         upd, o = optimizer.update(g, o, p)
+        upd = jax.tree_util.tree_map(lambda u: (-eta).astype(u.dtype) * u, upd)
         return optax.apply_updates(p, upd), o, loss
 
     vstep = jax.vmap(one_step)
@@ -407,7 +481,7 @@ def fit_moe(models: MixtureOfExperts, observations: Float[Array, "S T m"], label
     def run(state, k, m):
         def body(st, kk):
             p, o = st
-            p, o, loss = vstep(p, o, observations, labels, weights, oracle, n_windows, jax.random.split(kk, s))
+            p, o, loss = vstep(p, o, observations, labels, weights, oracle, n_windows, lr, jax.random.split(kk, s))
             return (p, o), jnp.mean(loss)
         return jax.lax.scan(body, state, jax.random.split(k, m))
 
