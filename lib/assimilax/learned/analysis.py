@@ -18,12 +18,13 @@ Every operator is an unbatched equinox Module ``T(u_f (d,), y (m,)) -> (d,)``.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from .._validation import check_finite, check_positive_int, check_shape
 from ..diffusion import (FourierTimeEmbedding, MLPScore, VPSDE, batch_score, euler_maruyama, probability_flow_heun,
@@ -73,6 +74,101 @@ class LinearAnalysis(eqx.Module):
 
     def __call__(self, u_f, y):
         return self.Wf @ u_f + self.Wy @ y + self.b
+
+
+class CycleError(NamedTuple):
+    """Stationary errors of a cycled affine forecast/analysis pair (:func:`linear_cycle_error`)."""
+
+    analysis_mse: jax.Array       # E|u^a - x|^2 / d
+    forecast_mse: jax.Array       # E|u^f - x|^2 / d
+    analysis_bias: jax.Array      # (d,) E[u^a - x]
+    analysis_cov: jax.Array       # (d, d) Cov[u^a - x]
+    spectral_radius: jax.Array    # of the cycle matrix W_f W (< 1: the cycle forgets its start)
+
+
+def linear_cycle_error(A, Q, H, R, W, c, analysis: "LinearAnalysis") -> CycleError:
+    r"""The exact stationary error of the filter :math:`u^f_t = W u^a_{t-1} + c`,
+    :math:`u^a_t = W_f u^f_t + W_y y_t + b` cycled on the truth :math:`x_t = A x_{t-1} + w_t`,
+    :math:`y_t = H x_t + v_t`, :math:`w \sim N(0, Q)`, :math:`v \sim N(0, R)`.
+
+    The pair :math:`z_t = (x_t, u^a_t)` is the linear system
+
+    .. math::
+        z_t = M z_{t-1} + \begin{pmatrix} 0 \\ W_f c + b \end{pmatrix} + \begin{pmatrix} w_t \\ W_y H w_t + W_y v_t \end{pmatrix},
+        \qquad M = \begin{pmatrix} A & 0 \\ W_y H A & W_f W \end{pmatrix},
+
+    so with both :math:`A` and :math:`W_f W` stable its stationary mean solves
+    :math:`(I - M)\mu = (0, W_f c + b)` and its covariance the discrete Lyapunov equation
+    :math:`S = M S M^\top + N` (solved by vectorisation, :math:`\operatorname{vec} S = (I - M\otimes M)^{-1}\operatorname{vec} N`).
+    The analysis error is :math:`e^a = C z` with :math:`C = (-I, I)`, the forecast error
+    :math:`e^f_t = W u^a_{t-1} + c - A x_{t-1} - w_t`. With :math:`W = A`, :math:`c = 0` and the
+    Kalman analysis (:meth:`LinearAnalysis.from_gain` with :math:`K_\infty`) the analysis
+    covariance is the steady-state :math:`P^a` and the forecast covariance :math:`P^f`.
+
+    Returns ``inf`` errors when the cycle or the truth is not stable (spectral radius ≥ 1).
+    Jittable and differentiable in every argument.
+    """
+    A, Q, H, R, W = (jnp.asarray(v) for v in (A, Q, H, R, W))
+    d = A.shape[0]
+    c = jnp.broadcast_to(jnp.asarray(c, A.dtype), (d,))
+    check_shape(W, (d, d), "W")
+    check_shape(Q, (d, d), "Q")
+    m = H.shape[0]
+    check_shape(H, (m, d), "H")
+    check_shape(R, (m, m), "R")
+    Wf, Wy, b = analysis.Wf, analysis.Wy, analysis.b
+    check_shape(Wy, (d, m), "analysis.Wy")
+    cyc = Wf @ W
+    Z = jnp.zeros((d, d), A.dtype)
+    M = jnp.block([[A, Z], [Wy @ H @ A, cyc]])
+    G = jnp.concatenate([jnp.eye(d, dtype=A.dtype), Wy @ H])          # noise w enters both
+    N = G @ Q @ G.T + jnp.block([[Z, Z], [Z, Wy @ R @ Wy.T]])
+    n = 2 * d
+    S = jnp.linalg.solve(jnp.eye(n * n, dtype=A.dtype) - jnp.kron(M, M), N.reshape(-1)).reshape(n, n)
+    S = 0.5 * (S + S.T)
+    mu = jnp.linalg.solve(jnp.eye(n, dtype=A.dtype) - M, jnp.concatenate([jnp.zeros(d, A.dtype), Wf @ c + b]))
+    C = jnp.concatenate([-jnp.eye(d, dtype=A.dtype), jnp.eye(d, dtype=A.dtype)], axis=1)
+    cov_a = C @ S @ C.T
+    bias_a = C @ mu
+    # forecast error: W u^a_{t-1} + c - A x_{t-1} - w_t = D z_{t-1} + c - w_t, D = (-A, W)
+    D = jnp.concatenate([-A, W], axis=1)
+    cov_f = D @ S @ D.T + Q
+    bias_f = D @ mu + c
+    rho = jnp.maximum(jnp.max(jnp.abs(jnp.linalg.eigvals(cyc))), jnp.max(jnp.abs(jnp.linalg.eigvals(A))))
+    stable = rho < 1
+    inf = jnp.asarray(jnp.inf, A.dtype)
+    mse_a = jnp.where(stable, (jnp.trace(cov_a) + bias_a @ bias_a) / d, inf)
+    mse_f = jnp.where(stable, (jnp.trace(cov_f) + bias_f @ bias_f) / d, inf)
+    return CycleError(mse_a, mse_f, bias_a, cov_a, rho)
+
+
+def minimize_cycle_error(forward, analysis: "LinearAnalysis", A, Q, H, R, *, n_steps: int = 3000,
+                         learning_rate: float = 1e-2):
+    r"""Minimise the exact stationary analysis error of the cycled pair (:func:`linear_cycle_error`)
+    directly over the parameters of an affine ``forward`` model (anything with ``W`` and ``b``,
+    e.g. :class:`~assimilax.learned.LinearForward` or :class:`~assimilax.learned.DiagonalForward`)
+    and ``analysis``, by Adam from the given pair: the best pair of a class, the reference against
+    which a training loss is judged.
+
+    The start must be a stable cycle (the error is infinite otherwise, and so is its gradient).
+    **Returns:** ``(forward, analysis, history)``, ``history`` the analysis MSE per step.
+    """
+    check_positive_int(n_steps, "n_steps")
+    start = linear_cycle_error(A, Q, H, R, forward.W, forward.b, analysis)
+    if not bool(jnp.isfinite(start.analysis_mse)):
+        raise ValueError(f"the start is not a stable cycle (spectral radius {float(start.spectral_radius):.3g})")
+    opt = optax.adam(learning_rate)
+    objective = lambda pair: linear_cycle_error(A, Q, H, R, pair[0].W, pair[0].b, pair[1]).analysis_mse  # noqa: E731
+
+    def step(carry, _):
+        pair, state = carry
+        value, grad = jax.value_and_grad(objective)(pair)
+        updates, state = opt.update(grad, state, pair)
+        return (optax.apply_updates(pair, updates), state), value
+
+    pair = (forward, analysis)
+    (pair, _), history = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, length=n_steps))(pair)
+    return pair[0], pair[1], history
 
 
 def fit_linear_analysis(forecasts, observations, targets, *, ridge: float = 0.0, H=None) -> LinearAnalysis:

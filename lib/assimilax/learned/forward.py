@@ -66,6 +66,30 @@ class LinearForward(eqx.Module):
         return self.W @ x + self.b
 
 
+class DiagonalForward(eqx.Module):
+    r"""Diagonal affine forward model :math:`F_\theta(u) = w \odot u + b`, initialised at
+    persistence (``w = 1``): a deliberately restricted class (it cannot rotate the state), the
+    misspecified forward model of chapter 15's linear study.
+
+    **Arguments:** ``dim``; ``key`` (unused, kept for a uniform constructor).
+    """
+
+    w: jax.Array
+    b: jax.Array
+
+    def __init__(self, dim: int, *, key=None, dtype=None):
+        self.w = jnp.ones(dim, dtype=dtype)
+        self.b = jnp.zeros(dim, dtype=dtype)
+
+    @property
+    def W(self):
+        r"""The forward matrix :math:`\operatorname{diag}(w)`."""
+        return jnp.diag(self.w)
+
+    def __call__(self, x):
+        return self.w * x + self.b
+
+
 class MLPForward(eqx.Module):
     r"""Residual MLP forward model :math:`F_\theta(u) = u + s\, g_\theta(u / s)`.
 
