@@ -24,7 +24,10 @@ its thread pool (none for one trajectory): pinned to one core (no split) the bat
 per trajectory, unpinned 0.68x; (b) an FFT pair over the batch's 16 fields (4.2 MB at 256²,
 transformed axis by axis) costs 0.70-0.75x per field of one over 2 fields (0.5 MB; the L2 is
 1 MB per core), so at 256² the batch is 0.7-0.9x whatever the threading. ``lax.map`` over the
-batch (one trajectory after another) is at parity (0.95-1.05x), not faster.
+batch (one trajectory after another) is at parity (0.95-1.05x), not faster. Rerun on December 7
+with ``--single-thread --one-core`` (load 1.2-1.8), vmap against one at a time per trajectory-step:
+1.13x at 64², 1.02x at 128², 0.88x at 256² (2,564 against 2,246 µs); the 16-field FFT pair alone
+0.97x of the 2-field pair at 256².
 
 Run: ``PYTHONPATH=lib .venv/bin/python -m benchmarks.spectral_batching [--single-thread]
 [--one-core] [--sizes 64,128,256] [--repeats 15]``. ``--single-thread`` sets the XLA flags of
