@@ -249,7 +249,7 @@ def comparison_model(kind: str, window: int, obs_dim: int, n_regimes: int, *, wi
 
     - ``"gate"``: ``n_regimes`` experts of ``width`` with the softmax gate (``router_hidden`` units);
     - ``"attention"``: the same experts with the attention router;
-    - ``"mlp"``: one expert whose width (:func:`equal_parameter_width`) matches the gate MoE's
+    - ``"mlp"``: one expert whose width (``moe.equal_parameter_width``) matches the gate MoE's
       parameter count, linear gate over one expert (a single MLP of equal size);
     - ``"wide"``: ``n_regimes`` experts each as wide as ``"mlp"`` (the oracle with ``n_regimes``
       times the capacity);
@@ -379,7 +379,7 @@ def switching_data(key, dwell_time, forcing, n_obs: int, *, observation, n_regim
     The start is :math:`(1, 1, 25) + \sigma_0 z`, :math:`z \sim N(0, I)` (first half of ``key``);
     the regime path and the noise come from the second half through
     :func:`assimilax.models.simulate_switching` with ``burn_in`` steps. ``labels`` are the
-    per-observation regimes (:func:`observation_regimes`), ``regimes`` the per-step path.
+    per-observation regimes (``moe.observation_regimes``), ``regimes`` the per-step path.
     Jittable with ``n_obs`` static; vmaps over ``key``, ``dwell_time`` and ``forcing``.
     """
     from ..models import SwitchingLorenz63, simulate_switching
