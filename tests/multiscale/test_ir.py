@@ -1,6 +1,7 @@
 """Iterative refinement against closed forms: a homogeneous Gaussian field with per-mode AR(1)
 dynamics has Gaussian refinement conditionals; exact scores driving the IR sampler and the
 one-shot sampler must both reproduce the exact p(x^R_t | x^{r0}_t, x^R_{t-1})."""
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,8 +9,9 @@ import pytest
 
 from assimilax.diffusion import VPSDE
 from assimilax.multiscale import Hierarchy, gaussian_twin
-from assimilax.multiscale.ir import (RefinementModel, detail, matched_batch_size, reconstruction_scores, refine,
-                                     refinement_model, sampling_cost, super_resolved_filter, train_refinement, training_cost)
+from assimilax.multiscale.ir import (LevelwiseModel, RefinementModel, detail, levelwise_model, matched_batch_size,
+                                     reconstruction_scores, refine, refinement_model, sampling_cost, super_resolved_filter,
+                                     train_levelwise, train_refinement, training_cost)
 
 N = 16
 K = np.abs(np.fft.fftfreq(N, 1.0 / N))
@@ -166,6 +168,67 @@ def test_ir_without_the_previous_frame_is_detectably_wrong():
     mean = Kc @ np.concatenate([np.asarray(coarse[0]), x_prev])
     z, _ = _moments_ok(s, mean, S)
     assert z > 8.0
+
+
+class _LevelView:
+    """Level ``r`` of a shared exact model, seen as level 0 of the two-level hierarchy (n_r, n_{r+1})."""
+
+    def __init__(self, full, r):
+        h = full.hierarchy
+        self.full, self.r, self.sde = full, r, full.sde
+        self.hierarchy = Hierarchy((h.sizes[r], h.sizes[r + 1]), h.kind, h.ndim)
+        self.detail_scales = (full.detail_scales[r],)
+
+    def condition(self, level, coarse, previous, aug_level=0.0, aug_noise=None):
+        assert level == 0
+        return self.full.condition(self.r, coarse, previous, aug_level, aug_noise)
+
+    def level_score(self, level, x, t, cond):
+        assert level == 0
+        return self.full.level_score(self.r, x, t, cond)
+
+
+def test_levelwise_sampler_is_the_shared_sampler_for_the_same_factors(exact_runs):
+    """Separate per-level models that compute the shared model's factors give the same samples
+    (same keys), so the levelwise path inherits the exact-law test above; and it restricts exactly."""
+    x_t, x_prev, s_ir, _, coarse = exact_runs
+    sde = VPSDE()
+    h = Hierarchy((4, 8, 16), "spectral")
+    shared = ExactRefinement(h, sde, (0.7, 0.4))
+    lw = LevelwiseModel((_LevelView(shared, 0), _LevelView(shared, 1)), h)
+    assert lw.detail_scales == (0.7, 0.4)
+    prev = jnp.broadcast_to(jnp.asarray(x_prev), (coarse.shape[0], N))
+    s_lw = np.asarray(jax.jit(lambda k: refine(lw, coarse, prev, key=k, n_steps=120))(jax.random.key(0)))
+    np.testing.assert_allclose(s_lw, s_ir, atol=1e-9)
+    with pytest.raises(ValueError, match="one model per refinement step"):
+        LevelwiseModel((_LevelView(shared, 0),), h)
+    with pytest.raises(ValueError, match=r"models\[1\] must be on the hierarchy"):
+        LevelwiseModel((_LevelView(shared, 0), _LevelView(shared, 0)), h)
+
+
+def test_levelwise_training_cost_parameters_and_filter():
+    sde = VPSDE()
+    h = Hierarchy((4, 8, 16), "spectral")
+    frames = _gaussian_training_data(jax.random.key(21), n_traj=8, n_steps=4)
+    lw = levelwise_model(h, frames, sde, key=jax.random.key(22), widths=(8,))
+    shared = refinement_model(h, frames, sde, key=jax.random.key(22), widths=(8,))
+    assert [m.hierarchy.sizes for m in lw.models] == [(4, 8), (8, 16)]
+    # the same detail scales as the shared model (each estimated from the frames at its target level)
+    np.testing.assert_allclose(lw.detail_scales, shared.detail_scales, rtol=1e-5)
+    fitted, losses, cost = train_levelwise(lw, frames, key=jax.random.key(23), n_steps=30, batch_size=8, progress=False)
+    assert cost == training_cost(h, 30, 8)
+    assert losses.shape == (30,) and np.all(np.isfinite(losses))
+    n_params = lambda m: sum(x.size for x in jax.tree_util.tree_leaves(eqx.filter(m, eqx.is_inexact_array)))  # noqa: E731
+    assert n_params(fitted) > n_params(shared)  # two networks (fewer conditioning channels each) against one
+    test = _gaussian_training_data(jax.random.key(24), n_traj=1, n_steps=3)[0]
+    ys = h.restrict(test, 0)
+    f = eqx.filter_jit(lambda m, k: super_resolved_filter(m, ys, key=k, n_members=3, n_steps=8))
+    a, b = f(fitted, jax.random.key(1)), f(fitted, jax.random.key(1))
+    np.testing.assert_array_equal(np.asarray(a.ensembles), np.asarray(b.ensembles))
+    np.testing.assert_allclose(np.asarray(h.restrict(a.ensembles.reshape(3, 3, N), 0)),
+                               np.broadcast_to(np.asarray(ys)[:, None], (3, 3, 4)), atol=1e-5)
+    with pytest.raises(TypeError, match="trains a LevelwiseModel"):
+        train_levelwise(shared, frames, key=jax.random.key(0), n_steps=2)
 
 
 def test_costs_and_matched_batch():

@@ -348,6 +348,106 @@ def refine(model, coarse: Float[Array, "N m"], previous: Optional[Float[Array, "
     return x
 
 
+class LevelwiseModel(eqx.Module):
+    r"""Separate networks per level: the ablation of the shared network with :math:`\phi(r)`.
+
+    Level :math:`r \to r+1` of ``hierarchy`` is refined by ``models[r]``, a
+    :class:`RefinementModel` on the two-level hierarchy :math:`(n_r, n_{r+1})` with its own
+    network, scales and optimiser state (no level embedding: each network sees one level only),
+
+    .. math:: x^{r+1}_t \sim p_{\theta_r}\big(x^{r+1}_t \mid x^r_t,\, x^{r+1}_{t-1}\big),
+       \qquad r = r_0, \dots, R-1 .
+
+    It has the interface :func:`refine` and :func:`super_resolved_filter` use (``hierarchy``,
+    ``detail_scales``, ``sde``, ``condition``, ``level_score``), so the samplers are the same code
+    as for the shared model. Build with :func:`levelwise_model`, train with :func:`train_levelwise`
+    (the point evaluations of :func:`train_refinement` on ``hierarchy`` at the same steps and batch:
+    equal training compute, about ``R - r_0`` times the parameters).
+    """
+
+    models: tuple
+    hierarchy: Hierarchy
+
+    def __check_init__(self):
+        h = self.hierarchy
+        if len(self.models) != h.finest:
+            raise ValueError(f"LevelwiseModel needs one model per refinement step ({h.finest}), got {len(self.models)}")
+        for r, m in enumerate(self.models):
+            mh = m.hierarchy
+            if tuple(mh.sizes) != (h.sizes[r], h.sizes[r + 1]) or mh.kind != h.kind or mh.ndim != h.ndim:
+                raise ValueError(f"models[{r}] must be on the hierarchy ({h.sizes[r]}, {h.sizes[r + 1]}), "
+                                 f"kind {h.kind!r}, ndim {h.ndim}; got sizes {mh.sizes}, kind {mh.kind!r}, ndim {mh.ndim}")
+
+    @property
+    def detail_scales(self) -> tuple:
+        return tuple(m.detail_scales[0] for m in self.models)
+
+    @property
+    def sde(self):
+        m = self.models[0]
+        return m.net.sde if hasattr(m, "net") else m.sde
+
+    @property
+    def n_refinements(self) -> int:
+        return self.hierarchy.finest
+
+    def condition(self, level: int, coarse, previous, aug_level=0.0, aug_noise=None):
+        """``models[level]``'s conditioning channels (``RefinementModel.condition`` at its level 0)."""
+        return self.models[level].condition(0, coarse, previous, aug_level, aug_noise)
+
+    def level_score(self, level: int, x, t, cond):
+        """``models[level]``'s score :eq:`ir-score` (its level 0)."""
+        return self.models[level].level_score(0, x, t, cond)
+
+
+def _pair_hierarchy(hierarchy: Hierarchy, level: int) -> Hierarchy:
+    return Hierarchy((hierarchy.sizes[level], hierarchy.sizes[level + 1]), hierarchy.kind, hierarchy.ndim)
+
+
+def levelwise_model(hierarchy: Hierarchy, frames: Float[Array, "S T n"], sde, *, key, widths: Sequence[int] = (16, 32),
+                    use_previous: bool = True, **unet_kwargs) -> LevelwiseModel:
+    r"""A :class:`LevelwiseModel` for ``hierarchy``: one :func:`refinement_model` per refinement
+    step on the two-level hierarchy :math:`(n_r, n_{r+1})`, its scales estimated from ``frames``
+    ``(S, T, *spatial)`` (finest level) restricted to level :math:`r+1`; network ``r`` is
+    initialised from ``jax.random.split(key, R)[r]``."""
+    frames = jnp.asarray(frames)
+    _check_frames(hierarchy, frames, "frames")
+    if hierarchy.finest < 1:
+        raise ValueError(f"hierarchy needs at least two levels, got sizes {hierarchy.sizes}")
+    keys = jax.random.split(key, hierarchy.finest)
+    return LevelwiseModel(tuple(
+        refinement_model(_pair_hierarchy(hierarchy, r), hierarchy.restrict(frames, r + 1), sde, key=keys[r],
+                         widths=widths, use_previous=use_previous, **unet_kwargs)
+        for r in range(hierarchy.finest)), hierarchy)
+
+
+def train_levelwise(model: LevelwiseModel, frames: Float[Array, "S T n"], *, key, n_steps: int = 1000,
+                    batch_size: int = 32, learning_rate: float = 2e-3, augmentation: float = 0.0,
+                    progress: bool = True, chunk: int = 100):
+    r"""Train every network of a :class:`LevelwiseModel` by :func:`train_refinement` on ``frames``
+    (finest level) restricted to its target level: ``n_steps`` Adam steps of ``batch_size`` pairs
+    each, network ``r`` with ``jax.random.split(key, R)[r]``.
+
+    **Returns:** ``(model, losses (n_steps,), cost)``: ``losses`` summed over the levels (the
+    shared model's :func:`refinement_loss` is the same sum), ``cost`` the total :class:`Cost`,
+    equal to :func:`training_cost` of ``model.hierarchy`` at ``n_steps`` and ``batch_size``.
+    """
+    if not isinstance(model, LevelwiseModel):
+        raise TypeError(f"train_levelwise trains a LevelwiseModel, got {type(model).__name__}")
+    frames = jnp.asarray(frames)
+    h = model.hierarchy
+    _check_frames(h, frames, "frames")
+    fitted, losses, evals, points = [], 0.0, 0, 0
+    for r, (m, k) in enumerate(zip(model.models, jax.random.split(key, h.finest))):
+        m, ls, c = train_refinement(m, h.restrict(frames, r + 1), key=k, n_steps=n_steps, batch_size=batch_size,
+                                    learning_rate=learning_rate, augmentation=augmentation, progress=progress,
+                                    chunk=chunk)
+        fitted.append(m)
+        losses = losses + ls
+        evals, points = evals + c.evaluations, points + c.point_evaluations
+    return LevelwiseModel(tuple(fitted), h), losses, Cost(evals, points)
+
+
 def super_resolved_filter(model, observations: Float[Array, "T m"], *, key, n_members: int = 8, n_steps: int = 50,
                           initial: Optional[Float[Array, "N n"]] = None, coarse_noise: float = 0.0,
                           aug_level: float = 0.0) -> EnsembleFilterResult:
