@@ -2,7 +2,8 @@
 against what it bounds: the numerically computed constants of 1-D Gaussian mixtures (a valid
 upper bound is never below them), its ingredients recomputed by quadrature (which chi-squared,
 which component constant), and the degenerate case where every component is the same Gaussian
-(the bound is then the closed form lambda_max(Sigma))."""
+(the bound is then the closed form lambda_max(Sigma)); and the Poincare bound derived in
+theory.mixture_poincare_bound checked the same way, with its closed form for two Gaussians."""
 import itertools
 
 import jax
@@ -13,7 +14,8 @@ import scipy.integrate
 
 from assimilax.diffusion import GaussianMixture
 from assimilax.multiscale.functional_inequalities import box_grid, log_sobolev_constant, mixture_box, poincare_constant
-from assimilax.multiscale.theory import linear_image, mixture_lsi_bound, target_structure, transition_joint
+from assimilax.multiscale.theory import (linear_image, mixture_lsi_bound, mixture_poincare_bound, target_structure,
+                                        transition_joint)
 
 
 def _mix1d(weights, means, variances):
@@ -35,9 +37,12 @@ def test_bound_is_never_below_the_computed_constants(weights, means, variances):
     P = poincare_constant(mix.log_prob, g)
     L = log_sobolev_constant(mix.log_prob, g, poincare=P)
     bound = np.exp(mixture_lsi_bound(mix))
+    p_bound = np.exp(mixture_poincare_bound(mix))
     assert L.value >= P.value * (1 - 1e-9)
     assert bound >= L.value * (1 - 1e-6), (bound, L.value)
     assert bound >= P.value * (1 - 1e-6)
+    assert p_bound >= P.value * (1 - 1e-6), (p_bound, P.value)  # the derived Poincare bound holds
+    assert p_bound <= bound * (1 + 1e-12)                       # and is never weaker than the weight-free form
 
 
 def _chi2_quad(m1, v1, m2, v2):
@@ -82,3 +87,29 @@ def test_target_structure_bound_matches_mixture_lsi_bound():
     T = jnp.array([[0.0, 1.0]])
     st = target_structure(joint, T, None, joint.sample(jax.random.PRNGKey(0), 2), grid_points=201)
     np.testing.assert_allclose(st.log10_bound[0], mixture_lsi_bound(linear_image(joint, T)) / np.log(10), rtol=1e-10)
+    np.testing.assert_allclose(st.log10_poincare_bound[0], mixture_poincare_bound(linear_image(joint, T)) / np.log(10),
+                               rtol=1e-10)
+
+
+def test_poincare_bound_closed_form_and_weights():
+    # two unit Gaussians at -m, m, equal weights: chi2 = e^{4 m^2} - 1 both ways, the bound is
+    # 1 + (e^{4 m^2} - 1) / 4; with weights (p, 1 - p) it is max_j (1 + (1 - w_j) chi2 / 2)
+    for m in (0.5, 1.0, 2.0):
+        chi = np.expm1(4 * m * m)
+        np.testing.assert_allclose(np.exp(mixture_poincare_bound(_mix1d((0.5, 0.5), (-m, m), (1.0, 1.0)))),
+                                   1 + chi / 4, rtol=1e-9)
+        np.testing.assert_allclose(np.exp(mixture_poincare_bound(_mix1d((0.03, 0.97), (-m, m), (1.0, 1.0)))),
+                                   1 + 0.97 * chi / 2, rtol=1e-9)
+    # a weighted sum over the other components: three components, quadrature chi-squared
+    w, mu, v = (0.2, 0.5, 0.3), (-2.5, 0.0, 1.5), (0.7, 1.0, 1.2)
+    want = max(v[j] * (1 + 0.5 * sum(w[i] * _chi2_quad(mu[i], v[i], mu[j], v[j]) for i in range(3) if i != j))
+               for j in range(3))
+    np.testing.assert_allclose(np.exp(mixture_poincare_bound(_mix1d(w, mu, v))), want, rtol=1e-6)
+    # identical components: lambda_max; a zero-weight component far away does not count
+    np.testing.assert_allclose(np.exp(mixture_poincare_bound(_mix1d((0.3, 0.7), (0.4, 0.4), (2.5, 2.5)))), 2.5,
+                               rtol=1e-12)
+    np.testing.assert_allclose(np.exp(mixture_poincare_bound(_mix1d((1.0, 0.0), (0.0, 9.0), (1.0, 1.0)))), 1.0,
+                               rtol=1e-12)
+    assert np.isinf(mixture_poincare_bound(_mix1d((0.5, 0.5), (0.0, 1.0), (1.0, 2.5))))
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        mixture_poincare_bound(_mix1d((-0.5, 1.5), (0.0, 1.0), (1.0, 1.0)))

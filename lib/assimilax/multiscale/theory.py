@@ -385,8 +385,64 @@ def mixture_lsi_bound(mixture: GaussianMixture) -> float:
     paper's theorem (its text could not be retrieved when these checks were written): a larger
     factor there would make this value smaller than the published bound, and the tests above are
     what it rests on."""
-    comp = jnp.max(jnp.linalg.eigvalsh(mixture.covs)[:, -1])
-    return float(jnp.log(comp) + jnp.max(chi2_divergence(mixture)))
+    w, lam, lchi = _bound_ingredients(mixture)
+    return _log_bounds(w, lam, lchi)[0]
+
+
+def mixture_poincare_bound(mixture: GaussianMixture) -> float:
+    r"""An upper bound on the Poincaré constant of a finite Gaussian mixture
+    :math:`\mu = \sum_j w_j p_j`, derived here (not taken from a paper), with its proof:
+
+    .. math:: C_{\rm P}(\mu) \le \max_{j:\,w_j>0}\; \lambda_{\max}(\Sigma_j)
+       \Big(1 + \tfrac12 \sum_{i \ne j} w_i\, \chi^2(p_i \| p_j)\Big)
+       \;\le\; \max_k \lambda_{\max}(\Sigma_k)\,\big(1 + \tfrac12 K_{\chi^2}\big).
+
+    *Proof.* The law of total variance over the component label gives
+    :math:`\mathrm{Var}_\mu f = \sum_j w_j \mathrm{Var}_j f + \tfrac12\sum_{i,j} w_i w_j (E_i f - E_j f)^2`.
+    By Cauchy--Schwarz under :math:`p_j`,
+    :math:`(E_i f - E_j f)^2 = \big(E_j[(p_i/p_j - 1)(f - E_j f)]\big)^2 \le \chi^2(p_i\|p_j)\,\mathrm{Var}_j f`,
+    so :math:`\mathrm{Var}_\mu f \le \sum_j w_j (1 + \tfrac12\kappa_j) \mathrm{Var}_j f` with
+    :math:`\kappa_j = \sum_{i\ne j} w_i\chi^2(p_i\|p_j)`; each Gaussian component has
+    :math:`\mathrm{Var}_j f \le \lambda_{\max}(\Sigma_j) E_j|\nabla f|^2`, and
+    :math:`\sum_j w_j E_j|\nabla f|^2 = E_\mu|\nabla f|^2`. :math:`\square` It uses the weights, so it
+    is at most, and for lopsided weights well below, the weight-free form of
+    :func:`mixture_lsi_bound` (which bounds the larger log-Sobolev constant). For two unit
+    Gaussians at :math:`\pm m` with equal weights it is :math:`1 + \tfrac14(e^{4m^2} - 1)`.
+
+    Returned as its logarithm (a float; ``inf`` when a needed :math:`\chi^2` is infinite).
+    Checks (``tests/multiscale/test_functional_inequalities.py``): never below the computed
+    :math:`C_{\rm P}` of the 1-D family, never above :func:`mixture_lsi_bound`, the closed form
+    above, and :math:`\lambda_{\max}(\Sigma)` for identical components."""
+    w, lam, lchi = _bound_ingredients(mixture)
+    return _log_bounds(w, lam, lchi)[1]
+
+
+def _bound_ingredients(mixture: GaussianMixture):
+    """Normalised weights, component ``lambda_max`` and the ``log(1 + chi2)`` matrix, NumPy."""
+    w = np.asarray(mixture.weights, float)
+    if w.ndim != 1 or np.any(w < 0) or not w.sum() > 0:
+        raise ValueError(f"mixture weights must be non-negative with a positive sum, got {w}")
+    lam = np.asarray(jnp.linalg.eigvalsh(mixture.covs)[:, -1], float)
+    return w / w.sum(), lam, np.asarray(chi2_divergence(mixture), float)
+
+
+def _log_bounds(w: np.ndarray, lam: np.ndarray, lchi: np.ndarray) -> tuple:
+    """``(log LSI-form bound, log Poincaré bound)`` from weights ``w``, component constants ``lam``
+    and ``lchi[i, j] = log(1 + chi2(p_i || p_j))`` (see :func:`mixture_lsi_bound`,
+    :func:`mixture_poincare_bound`)."""
+    K = w.size
+    off = ~np.eye(K, dtype=bool)
+    lsi = float(np.log(lam.max()) + (lchi[off].max() if K > 1 else 0.0))
+    terms = []
+    for j in np.flatnonzero(w > 0):
+        others = [i for i in range(K) if i != j and w[i] > 0]
+        if others and np.isinf(lchi[others, j]).any():
+            return lsi, float("inf")
+        # log(1 + 1/2 sum_i w_i (e^{L_ij} - 1)) = log(1/2 sum_i w_i e^{L_ij} + 1 - 1/2 sum_i w_i), in log space
+        rest = 1.0 - 0.5 * sum(w[i] for i in others)
+        a = [np.log(0.5 * w[i]) + lchi[i, j] for i in others] + [np.log(rest)]
+        terms.append(np.log(lam[j]) + float(np.logaddexp.reduce(a)))
+    return lsi, float(max(terms))
 
 
 class TargetGeometry(NamedTuple):
@@ -432,7 +488,8 @@ def kl_monte_carlo(log_p, log_q, samples: Float[Array, "n d"]) -> tuple[float, f
 class TargetStructure(NamedTuple):
     """Per condition (rows): ``dim``, weighted mean pairwise separation ``separation``, effective
     number of modes ``modes``, Poincaré ``poincare`` and log-Sobolev ``log_sobolev`` constants,
-    and ``log10_bound`` the :func:`mixture_lsi_bound` in decades; arrays ``(n,)``."""
+    ``log10_bound`` the :func:`mixture_lsi_bound` and ``log10_poincare_bound`` the
+    :func:`mixture_poincare_bound`, in decades; arrays ``(n,)``."""
 
     dim: int
     separation: np.ndarray
@@ -440,6 +497,7 @@ class TargetStructure(NamedTuple):
     poincare: np.ndarray
     log_sobolev: np.ndarray
     log10_bound: np.ndarray
+    log10_poincare_bound: np.ndarray
 
 
 def target_structure(joint: GaussianMixture, target: Float[Array, "p d"], observe: Optional[Float[Array, "m d"]],
@@ -506,27 +564,26 @@ def target_structure(joint: GaussianMixture, target: Float[Array, "p d"], observ
         g = fi.box_grid(*fi.mixture_box(sub, width), grid_points)
         P = fi.poincare_constant(log_density, g)
         L = fi.log_sobolev_constant(log_density, g, poincare=P)
-        # the CCNW bound: log max_k lambda_max + max_ij log(1 + chi2_ij), closed form (gaussian_chi2) in NumPy
-        lchi = 0.0
+        # the bounds from the closed-form log(1 + chi2_ij) (gaussian_chi2), in NumPy
+        lchi = np.zeros((K, K))
         for i in range(K):
             for j in range(K):
                 if i != j:
                     P1, P2 = np.linalg.inv(S[i]), np.linalg.inv(S[j])
                     A = 2 * P1 - P2
                     if np.linalg.eigvalsh(0.5 * (A + A.T))[0] <= 0:
-                        lchi = np.inf
+                        lchi[i, j] = np.inf
                         continue
                     bb = 2 * P1 @ mu[i] - P2 @ mu[j]
                     cc = 2 * mu[i] @ P1 @ mu[i] - mu[j] @ P2 @ mu[j]
-                    v = (0.5 * np.linalg.slogdet(S[j])[1] - np.linalg.slogdet(S[i])[1] - 0.5 * np.linalg.slogdet(A)[1]
-                         + 0.5 * bb @ np.linalg.solve(A, bb) - 0.5 * cc)
-                    lchi = max(lchi, float(v))
-        bound = (np.log(np.linalg.eigvalsh(S)[:, -1].max()) + lchi) / np.log(10)
-        recs.append((sep, modes, P.value, L.value, bound))
+                    lchi[i, j] = (0.5 * np.linalg.slogdet(S[j])[1] - np.linalg.slogdet(S[i])[1]
+                                  - 0.5 * np.linalg.slogdet(A)[1] + 0.5 * bb @ np.linalg.solve(A, bb) - 0.5 * cc)
+        b_lsi, b_p = _log_bounds(w, np.linalg.eigvalsh(S)[:, -1], lchi)
+        recs.append((sep, modes, P.value, L.value, b_lsi / np.log(10), b_p / np.log(10)))
     r = np.array(recs)
     if observe is None:
         r = np.repeat(r, np.asarray(draws).shape[0], axis=0)
-    return TargetStructure(int(T.shape[0]), r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4])
+    return TargetStructure(int(T.shape[0]), r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5])
 
 
 def energy_distance(x: Float[Array, "n p"], y: Float[Array, "m p"]) -> Float[Array, ""]:
@@ -615,5 +672,5 @@ def train_score_batch(sde, nets, data: Float[Array, "B n p"], cond: Float[Array,
 __all__ = ["ConditionalMixture", "HierarchyCoordinates", "affine_pushforward", "chi2_divergence", "condition",
            "conditional_log_prob", "conditional_sample", "conditional_score", "detail_basis", "energy_distance",
            "score_kl_bound", "train_score_batch", "TargetGeometry", "TargetStructure", "target_geometry", "target_structure", "gaussian_chi2",
-           "hierarchy_coordinates", "kl_monte_carlo", "linear_image", "mahalanobis_separation", "mixture_lsi_bound",
+           "hierarchy_coordinates", "kl_monte_carlo", "linear_image", "mahalanobis_separation", "mixture_lsi_bound", "mixture_poincare_bound",
            "transition_joint"]
