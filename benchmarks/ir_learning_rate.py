@@ -42,8 +42,11 @@ _run = jax.jit(jax.vmap(lambda m, x0, n, k: m.snapshots(x0, n, k), in_axes=(None
                static_argnums=(2, 3))
 
 
-def simulate(system: str, key) -> tuple:
-    c = SETUP[system]
+def simulate(system: str, key, **overrides) -> tuple:
+    """``(hierarchy, train, held_out)`` trajectories of ``system`` with ``SETUP[system]`` updated by
+    ``overrides`` (e.g. ``nu``, ``sim_n``); with the chapter's key (``key(100)`` Burgers,
+    ``key(101)`` Kraichnan) and no overrides these are chapter 60's training and test sets."""
+    c = {**SETUP[system], **overrides}
     n_traj = c["train"] + c["val"]
     if system == "burgers":
         m = Burgers1D(n=c["sim_n"], nu=c["nu"])

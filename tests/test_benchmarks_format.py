@@ -192,3 +192,48 @@ def test_moe_learning_rate_record_is_consistent():
         assert np.asarray(c["long_one_step"]).shape == one.shape[1:]
     rows = mlr.budget_rows(rec)
     assert len(rows) == sum(len(c["variants"]) for c in rec["classes"])
+
+
+def test_ir_ablations_record_is_consistent():
+    """The committed chapter-60 ablation record: its setup is the script's, every sampler has one
+    row of per-truth scores per seed, the levelwise rate is the validation argmin of its grid, and
+    the viscosity sweep contains the chapter's viscosity with the seed study's own numbers."""
+    import json
+
+    import numpy as np
+
+    from benchmarks import ir_ablations as ira
+
+    rec = json.loads(ira.RESULT.read_text())
+    s = rec["setup"]
+    assert s["systems"] == json.loads(json.dumps({k: ira.SETUP[k] for k in ira.SYSTEMS}))
+    assert (s["widths"], s["steps"], s["batch"], s["members"], s["sample_steps"]) == \
+        (list(ira.WIDTHS), ira.STEPS, ira.BATCH, ira.MEMBERS, ira.SAMPLE_STEPS)
+    assert s["rates"] == json.loads(json.dumps(ira.RATES)) and s["seeds"] >= 5
+    for system in ira.SYSTEMS:
+        n_truths = ira.SETUP[system]["val"]
+        for label in ira.SAMPLERS:
+            for metric in ("rel_l2", "crps", "band"):
+                assert np.asarray(rec["seeds"][system][label][metric]).shape == (s["seeds"], n_truths)
+        lr = rec["levelwise_rate"][system]
+        assert lr["best"] == lr["grid"][int(np.argmin(lr["validation_rel_l2"]))]
+        assert lr["on_edge"] == (lr["grid"].index(lr["best"]) in (0, len(lr["grid"]) - 1))
+        assert len(rec["seeds"][system]["tail_fraction"]) == len(ira.SETUP[system]["sizes"]) - 1
+    nus = [v["nu"] for v in rec["viscosity"]]
+    assert nus == [nu for nu, _ in ira.VISCOSITIES] and ira.SETUP["burgers"]["nu"] in nus
+    same = rec["viscosity"][nus.index(ira.SETUP["burgers"]["nu"])]
+    assert same["IR"]["rel_l2"] == rec["seeds"]["burgers"]["IR"]["rel_l2"]
+    tails = [v["tail_fraction"][0] for v in rec["viscosity"]]
+    assert all(0 < t < 1 for t in tails)
+    rob = rec["burgers_rate_over_seeds"]
+    assert rob["grid"] == list(ira.BURGERS_GRID)
+    for label, v in rob["samplers"].items():
+        table = np.asarray(v["validation_rel_l2"], float)
+        assert table.shape == (len(rob["grid"]), s["seeds"])
+        means = np.where(np.isfinite(table).all(axis=1), table.mean(axis=1), np.inf)
+        assert v["best"] == rob["grid"][int(np.argmin(means))]
+        assert np.asarray(rec["seeds_rates_over_seeds"]["burgers"][label]["rel_l2"]).shape == \
+            (s["seeds"], ira.SETUP["burgers"]["val"])
+    assert s["augmentation"] == ira.AUGMENTATION
+    assert np.asarray(rec["augmentation"]["kraichnan"][ira.AUGMENTED]["rel_l2"]).shape == \
+        (s["seeds"], ira.SETUP["kraichnan"]["val"])
