@@ -24,7 +24,7 @@ so that the verdicts can carry intervals over training runs, and adds:
   viscosity: the same for both samplers. The least viscous case is simulated on a 1024-point grid
   (the chapter's full-scale resolution) so that its shocks are resolved.
 
-    python -m benchmarks.ir_ablations --write          # about 30-40 min on 2 CPU cores
+    python -m benchmarks.ir_ablations --write          # about half an hour on 2 CPU cores
     python -m benchmarks.ir_ablations --seeds 2        # a quick look, not written
 
 Writes ``benchmarks/results/ir_ablations.json``: per system, sampler and seed the per-truth

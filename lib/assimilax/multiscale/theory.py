@@ -404,9 +404,10 @@ def mixture_poincare_bound(mixture: GaussianMixture) -> float:
     so :math:`\mathrm{Var}_\mu f \le \sum_j w_j (1 + \tfrac12\kappa_j) \mathrm{Var}_j f` with
     :math:`\kappa_j = \sum_{i\ne j} w_i\chi^2(p_i\|p_j)`; each Gaussian component has
     :math:`\mathrm{Var}_j f \le \lambda_{\max}(\Sigma_j) E_j|\nabla f|^2`, and
-    :math:`\sum_j w_j E_j|\nabla f|^2 = E_\mu|\nabla f|^2`. :math:`\square` It uses the weights, so it
-    is at most, and for lopsided weights well below, the weight-free form of
-    :func:`mixture_lsi_bound` (which bounds the larger log-Sobolev constant). For two unit
+    :math:`\sum_j w_j E_j|\nabla f|^2 = E_\mu|\nabla f|^2`. :math:`\square` It is at most
+    :math:`\max_k\lambda_{\max}(\Sigma_k)(1 + K_{\chi^2}/2)`, so never above the weight-free form of
+    :func:`mixture_lsi_bound` (which bounds the larger log-Sobolev constant); the maximum runs over
+    every component with positive weight, so a rare component far from the others still counts. For two unit
     Gaussians at :math:`\pm m` with equal weights it is :math:`1 + \tfrac14(e^{4m^2} - 1)`.
 
     Returned as its logarithm (a float; ``inf`` when a needed :math:`\chi^2` is infinite).
