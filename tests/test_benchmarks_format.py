@@ -237,3 +237,42 @@ def test_ir_ablations_record_is_consistent():
     assert s["augmentation"] == ira.AUGMENTATION
     assert np.asarray(rec["augmentation"]["kraichnan"][ira.AUGMENTED]["rel_l2"]).shape == \
         (s["seeds"], ira.SETUP["kraichnan"]["val"])
+
+
+def test_joint_seeds_record_is_consistent():
+    """The committed chapter-15 seeds record: it holds the script's plan (every seed of both
+    settings at the chapter's rates, and the rate grid at seed 0), each execution read its
+    overrides, every execution ran the same CONFIG, and every row has one score per test truth;
+    the LETKF with the true model does not depend on the training seed."""
+    import json
+
+    import numpy as np
+
+    from benchmarks import joint_seeds as js
+
+    rec = json.loads(js.RESULT.read_text())
+    assert rec["seeds"] >= 3 and rec["chapter_lr"] == list(js.CHAPTER_LR)
+    assert rec["lr_grid"] == [list(p) for p in js.LR_GRID]
+    planned = sorted((s, st, list(lr)) for s, st, lr in js.plan(rec["seeds"]))
+    assert sorted((r["seed"], r["setting"], r["ens_lr"]) for r in rec["records"]) == planned
+    n = rec["setup"]["truths"]
+    for r in rec["records"]:
+        assert {k: r["config"][k] for k in js.SETUP_KEYS} == rec["setup"]
+        assert all(len(v) == n for v in r["runs"].values())
+        assert all(len(v["rmse"]) == n for v in r["long"].values())
+        assert set(r["ens_val"]) == {"LETKF + learned correction", "ensemble-aware G"}
+        assert len(r["ens_val"]["ensemble-aware G"]) == rec["setup"]["ens_rounds"] + 1
+    for st in js.SETTINGS:
+        letkf = [r["runs"]["LETKF (tuned, true model)"] for r in rec["records"] if r["setting"] == st]
+        assert len(letkf) >= rec["seeds"]
+        np.testing.assert_allclose(letkf, np.broadcast_to(letkf[0], np.shape(letkf)), rtol=1e-12)
+    # the chapter's rates are each analysis' validation argmin on the grid, and the chapter uses them
+    grid = [r for r in rec["records"] if r["setting"] == "sparse" and r["seed"] == 0 and r["ens_lr"] in rec["lr_grid"]]
+    assert len(grid) == len(js.LR_GRID)
+    for col, name in enumerate(("LETKF + learned correction", "ensemble-aware G")):
+        best = min(grid, key=lambda r: min(r["ens_val"][name]))
+        assert best["ens_lr"][col] == js.CHAPTER_LR[col]
+    import re
+
+    m = re.search(r"ens_lr=\(([^)]*)\)", js.CHAPTER.read_text())
+    assert tuple(float(v) for v in m.group(1).split(",")) == js.CHAPTER_LR
