@@ -10,13 +10,14 @@ variables that only this script sets:
 - ``ASSIMILAX_TRAIN_SEED``: the training seed. Every key of a network's initialisation, minibatch
   order, perturbation and DAgger round is ``fold_in(key, seed)`` (seed 0 is the chapter's run);
   the trajectories, the test truths, their initial ensembles and the LETKF's keys do not change,
-  so runs of different seeds are paired by truth and the LETKF rows are the same in every seed;
+  so runs of different seeds are paired by truth and the LETKF with the true model is the same in
+  every seed (the LETKF with the learned forward model changes with it);
 - ``ASSIMILAX_L96_SETTING``: ``sparse`` (the chapter's) or ``sakov2008``: every component
   observed with R = I, the observation setting of DAPPER's ``mods/Lorenz96/sakov2008.py``
   (:data:`assimilax.configs.LORENZ96_SAKOV2008`), with the chapter's trajectories, truths, cycles,
   networks and budgets;
 - ``ASSIMILAX_ENS_LR``: the Adam rates of the learned correction to the LETKF and of the
-  ensemble-aware analysis without a base (the chapter's ``CONFIG["ens_lr"]`` is set by hand).
+  ensemble-aware analysis without a base.
   The grid runs at training seed 0 on the sparse setting; the kept round's validation RMSE (the
   chapter's own selection score, on the validation trajectories) chooses each rate, and the chapter's
   ``CONFIG["ens_lr"]`` is that choice (``CHAPTER_LR``).
