@@ -1,10 +1,25 @@
 """The chunked training driver shared by :mod:`assimilax.diffusion.training` and
 :mod:`assimilax.learned.training`: ``chunk`` optimiser steps run inside one jitted
-``lax.scan``, and a tqdm bar advances (with the latest loss) between chunks."""
+``lax.scan``, and a tqdm bar advances (with the latest loss) between chunks; and the default
+optimiser, one object per setting, so that a module-level jitted step compiles once for many fits."""
 from __future__ import annotations
 
+import functools
+
+import equinox as eqx
 import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+
+
+@functools.lru_cache(maxsize=128)
+def adam_cosine(learning_rate: float, n_steps: int, alpha: float = 0.05):
+    """Adam whose rate decays from ``learning_rate`` to ``alpha * learning_rate`` on a cosine over
+    ``n_steps`` (the default optimiser of the library's trainers). One object per setting: a
+    jitted step that takes the optimiser as a static argument then hits its compilation cache
+    when a fit is repeated (seeds, DAgger rounds, ablations) instead of recompiling."""
+    return optax.adam(optax.cosine_decay_schedule(float(learning_rate), int(n_steps), alpha=float(alpha)))
 
 
 def run_chunked(run, state, key, n_steps: int, *, chunk: int = 100, progress: bool = True, desc: str = "train",
@@ -52,4 +67,15 @@ def chunk_size(n_steps: int, chunk: int) -> int:
     return chunk
 
 
-__all__ = ["chunk_size", "run_chunked"]
+def strong_types(tree):
+    """``tree`` with every weakly typed array (e.g. ``1.0 * jnp.eye(m)``) made strongly typed, its
+    dtype unchanged. A jitted step's outputs are strongly typed, so a model refitted from a previous
+    fit's result (a DAgger round) only matches the first fit's compiled signature if the first fit
+    saw strong types too."""
+    def strong(a):
+        return jnp.array(a, dtype=a.dtype) if eqx.is_array(a) and getattr(a, "weak_type", False) else a
+
+    return jax.tree_util.tree_map(strong, tree)
+
+
+__all__ = ["adam_cosine", "strong_types", "chunk_size", "run_chunked"]

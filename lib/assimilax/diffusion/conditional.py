@@ -39,16 +39,14 @@ the reference every trained model of the linear-Gaussian testbed is measured aga
 """
 from __future__ import annotations
 
-import functools
 from typing import Optional
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-import optax
 from jaxtyping import Array, Float
 
-from .._training import run_chunked
+from .._training import adam_cosine, run_chunked
 from .networks import MLPScore, batch_score
 from .samplers import euler_maruyama
 from .training import fit_steps
@@ -205,7 +203,7 @@ def fit_conditional_score(x: Float[Array, "n d"], cond: Optional[Float[Array, "n
         network = jax.tree_util.tree_map(lambda a: a.astype(x.dtype) if eqx.is_inexact_array(a) else a, network)
     if not isinstance(n_steps, int) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive int, got {n_steps!r}")
-    optimizer = _adam_cosine(float(learning_rate), n_steps)
+    optimizer = adam_cosine(float(learning_rate), n_steps)
     opt_state = optimizer.init(eqx.filter(network, eqx.is_inexact_array))
 
     def chunk_run(state, k, m):
@@ -215,13 +213,6 @@ def fit_conditional_score(x: Float[Array, "n d"], cond: Optional[Float[Array, "n
     (network, _), losses = run_chunked(chunk_run, (network, opt_state), kt, n_steps, chunk=100, progress=progress,
                                        desc="conditional DSM")
     return network, losses
-
-
-@functools.lru_cache(maxsize=64)
-def _adam_cosine(learning_rate: float, n_steps: int):
-    """Adam with cosine decay (as :func:`~assimilax.diffusion.train_score_network` uses), one object
-    per setting so that repeated fits reuse one compiled step."""
-    return optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
 
 
 @eqx.filter_jit

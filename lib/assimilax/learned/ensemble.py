@@ -49,7 +49,7 @@ import optax
 from jaxtyping import Array, Float
 
 from .._ensemble import member_mean
-from .._training import run_chunked
+from .._training import adam_cosine, run_chunked, strong_types
 from .._validation import check_positive_int
 from ..filters import LETKFAnalysis, observation_locations
 from ..metrics import crps_ensemble
@@ -211,6 +211,29 @@ def ensemble_windows(data: TrajectoryData, ensembles, key, batch_size: int, unro
     return E0, S[i[:, None], offs], Y[i[:, None], offs]
 
 
+@eqx.filter_jit
+def _ensemble_steps(model, opt_state, forward, arrays, ensembles, key, n, optimizer, setting):
+    # n Adam steps of fit_ensemble_analysis in one scan (static: n, the optimiser, the setting)
+    batch_size, unroll, n_members, init_std, discard, loss = setting
+    params, static = eqx.partition(model, eqx.is_inexact_array)
+
+    def loss_fn(p, batch):
+        G = eqx.combine(p, static)
+        per = jax.vmap(lambda E0, xs, ys: unrolled_ensemble_loss(G, forward, E0, xs, ys, discard=discard,
+                                                                 loss=loss))(*batch)
+        return jnp.mean(per)
+
+    def step(carry, k):
+        p, s = carry
+        batch = ensemble_windows(arrays, ensembles, k, batch_size, unroll, n_members=n_members, init_std=init_std)
+        val, grads = jax.value_and_grad(loss_fn)(p, batch)
+        updates, s = optimizer.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), val
+
+    (params, opt_state), vals = jax.lax.scan(step, (params, opt_state), jax.random.split(key, n))
+    return eqx.combine(params, static), opt_state, vals
+
+
 def fit_ensemble_analysis(analysis: EnsembleStencilAnalysis, forward, data: TrajectoryData, *, key,
                           n_members: int = 20, unroll: int = 8, unroll_discard: int = 3, init_std: float = 1.0,
                           loss: str = "crps", n_steps: int = 500, batch_size: int = 8, learning_rate: float = 1e-3,
@@ -270,32 +293,15 @@ def fit_ensemble_analysis(analysis: EnsembleStencilAnalysis, forward, data: Traj
         if not bool(jnp.all(jnp.isfinite(ensembles))):
             raise ValueError("ensembles contains non-finite values")
     if optimizer is None:
-        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
+        optimizer = adam_cosine(float(learning_rate), int(n_steps))
+    analysis = strong_types(analysis)
     opt_state = optimizer.init(eqx.filter(analysis, eqx.is_inexact_array))
-    opts = dict(discard=int(unroll_discard), loss=loss)
-
-    @eqx.filter_jit
-    def run(model, opt_state, key, n):
-        params, static = eqx.partition(model, eqx.is_inexact_array)
-
-        def loss_fn(p, batch):
-            G = eqx.combine(p, static)
-            per = jax.vmap(lambda E0, xs, ys: unrolled_ensemble_loss(G, forward, E0, xs, ys, **opts))(*batch)
-            return jnp.mean(per)
-
-        def step(carry, k):
-            p, s = carry
-            batch = ensemble_windows(arrays, ensembles, k, batch_size, unroll, n_members=int(n_members),
-                                     init_std=float(init_std))
-            val, grads = jax.value_and_grad(loss_fn)(p, batch)
-            updates, s = optimizer.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), val
-
-        (params, opt_state), vals = jax.lax.scan(step, (params, opt_state), jax.random.split(key, n))
-        return eqx.combine(params, static), opt_state, vals
+    # hashable settings: the module-level jitted step compiles once per setting and data shape (a
+    # second DAgger round of the same analysis reuses the first round's program)
+    setting = (int(batch_size), int(unroll), int(n_members), float(init_std), int(unroll_discard), loss)
 
     def chunk_run(state, k, n):
-        model, s, vals = run(*state, k, n)
+        model, s, vals = _ensemble_steps(*state, forward, arrays, ensembles, k, n, optimizer, setting)
         return (model, s), vals
 
     (analysis, _), history = run_chunked(chunk_run, (analysis, opt_state), key, n_steps, chunk=chunk,

@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float
 
-from .._training import run_chunked
+from .._training import adam_cosine, run_chunked, strong_types
 from .._validation import check_finite, check_positive_int
 from ..diffusion import batch_score, dsm_loss, probability_flow_heun
 from .analysis import ResidualDiffusion, residual_condition
@@ -269,6 +269,46 @@ def _standardise_residual(residual, forward, analysis, data, perturb_std, key):
     return eqx.tree_at(lambda m: (m.r_mean, m.r_std, m.c_mean, m.c_std), residual, tuple(v.astype(dt) for v in vals))
 
 
+def _freeze_constants(res):
+    # the residual's standardisation constants get zero gradients (Adam then leaves them unchanged)
+    if res is None:
+        return None
+    sg = jax.lax.stop_gradient
+    return eqx.tree_at(lambda r: (r.r_mean, r.r_std, r.c_mean, r.c_std), res,
+                       (sg(res.r_mean), sg(res.r_std), sg(res.c_mean), sg(res.c_std)))
+
+
+@eqx.filter_jit
+def _joint_steps(mods, opt_state, arrays, key, n, optimizer, batch_size, k_unroll, setting):
+    # n Adam steps of fit_joint in one scan; every argument but the models, the optimiser state, the
+    # data and the key is static (hashable), so a repeated fit reuses the compiled program
+    weights, perturb_std, unroll_std, unroll_discard, alignment_sample, tweedie_time, alignment_steps, score_source = \
+        setting
+    w = dict(weights)
+    names = [k for k in TERMS if w[k] > 0]
+    params, static = eqx.partition(mods, eqx.is_inexact_array)
+
+    def loss_fn(p, batch, k):
+        F, T, res = eqx.combine(p, static)
+        terms = joint_loss_terms(F, T, batch, k, residual=_freeze_constants(res), weights=w, perturb_std=perturb_std,
+                                 unroll_std=unroll_std, unroll_discard=unroll_discard,
+                                 alignment_sample=alignment_sample, tweedie_time=tweedie_time,
+                                 alignment_steps=alignment_steps, score_source=score_source)
+        total = sum(w[nm] * terms[nm] for nm in names)
+        return total, jnp.stack([total] + [terms[nm] for nm in TERMS])
+
+    def step(carry, k):
+        p, s = carry
+        kb, kl = jax.random.split(k)
+        batch = sample_batch(arrays, kb, batch_size, k_unroll)
+        (_, vals), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, kl)
+        updates, s = optimizer.update(grads, s, p)
+        return (optax.apply_updates(p, updates), s), vals
+
+    (params, opt_state), vals = jax.lax.scan(step, (params, opt_state), jax.random.split(key, n))
+    return eqx.combine(params, static), opt_state, vals
+
+
 def fit_joint(forward, analysis, data: TrajectoryData, *, key, weights=None, residual=None, n_steps: int = 2000,
               batch_size: int = 64, learning_rate: float = 1e-3, unroll: int = 0, unroll_discard: int = 0,
               unroll_std: float = 0.0, perturb_std: float = 0.0, alignment_sample: str = "tweedie",
@@ -332,47 +372,16 @@ def fit_joint(forward, analysis, data: TrajectoryData, *, key, weights=None, res
     if residual is not None:
         residual = _standardise_residual(residual, forward, analysis, arrays, perturb_std, k_std)
     if optimizer is None:
-        optimizer = optax.adam(optax.cosine_decay_schedule(learning_rate, n_steps, alpha=0.05))
-    models = (forward, analysis, residual)
+        optimizer = adam_cosine(float(learning_rate), int(n_steps))
+    models = strong_types((forward, analysis, residual))
     opt_state = optimizer.init(eqx.filter(models, eqx.is_inexact_array))
-    names = [k for k in TERMS if w[k] > 0]
-    opts = dict(weights=w, perturb_std=float(perturb_std), unroll_std=float(unroll_std), unroll_discard=unroll_discard,
-                alignment_sample=alignment_sample, tweedie_time=float(tweedie_time), alignment_steps=int(alignment_steps),
-                score_source=score_source)
-
-    def freeze_constants(res):
-        # the residual's standardisation constants get zero gradients (Adam then leaves them unchanged)
-        if res is None:
-            return None
-        sg = jax.lax.stop_gradient
-        return eqx.tree_at(lambda r: (r.r_mean, r.r_std, r.c_mean, r.c_std), res,
-                           (sg(res.r_mean), sg(res.r_std), sg(res.c_mean), sg(res.c_std)))
-
-    @eqx.filter_jit
-    def run(mods, opt_state, key, n):
-        params, static = eqx.partition(mods, eqx.is_inexact_array)
-
-        def loss_fn(p, batch, k):
-            F, T, res = eqx.combine(p, static)
-            terms = joint_loss_terms(F, T, batch, k, residual=freeze_constants(res), **opts)
-            total = sum(w[nm] * terms[nm] for nm in names)
-            return total, jnp.stack([total] + [terms[nm] for nm in TERMS])
-
-        def step(carry, k):
-            p, s = carry
-            kb, kl = jax.random.split(k)
-            batch = sample_batch(arrays, kb, batch_size, k_unroll)
-            (_, vals), grads = jax.value_and_grad(loss_fn, has_aux=True)(p, batch, kl)
-            updates, s = optimizer.update(grads, s, p)
-            return (optax.apply_updates(p, updates), s), vals
-
-        (params, opt_state), vals = jax.lax.scan(step, (params, opt_state), jax.random.split(key, n))
-        return eqx.combine(params, static), opt_state, vals
-
+    # hashable settings: the module-level jitted step compiles once per setting and data shape
+    setting = (tuple(w.items()), float(perturb_std), float(unroll_std), unroll_discard, alignment_sample,
+               float(tweedie_time), int(alignment_steps), score_source)
     record = []
 
     def chunk_run(state, k, n):
-        mods, s, vals = run(*state, k, n)
+        mods, s, vals = _joint_steps(*state, arrays, k, n, optimizer, int(batch_size), k_unroll, setting)
         record.append(np.asarray(vals))
         return (mods, s), vals[:, 0]
 
