@@ -37,6 +37,29 @@ def _release_compiled_programs():
     jax.clear_caches()
 
 
+@pytest.fixture
+def count_compiles():
+    """``count_compiles(fn)``: how many XLA programs ``fn()`` compiles (JAX's backend-compile
+    monitoring event), for tests that a repeated fit reuses its compiled step."""
+    import jax.monitoring
+
+    def count(fn):
+        n = [0]
+
+        def listener(event, duration, **kwargs):
+            if event == "/jax/core/compile/backend_compile_duration":
+                n[0] += 1
+
+        jax.monitoring.register_event_duration_secs_listener(listener)
+        try:
+            fn()
+        finally:
+            jax.monitoring.unregister_event_duration_listener(listener)
+        return n[0]
+
+    return count
+
+
 # ---------------------------------------------------------------------------------------------
 # The executed book, built once per test session and shared by tests/test_chapters.py (build,
 # pages, cell errors) and tests/test_rendered_pages.py (headless browser). The build starts in

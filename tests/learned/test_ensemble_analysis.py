@@ -133,3 +133,16 @@ def test_bad_input_is_refused(setup):
         fit_ensemble_analysis(G, l96, bad, key=jax.random.PRNGKey(0), n_steps=1)
     with pytest.raises(ValueError, match="act on ensembles"):
         fit_ensemble_analysis(lambda u, y: u, l96, data, key=jax.random.PRNGKey(0), n_steps=1)
+
+
+
+def test_a_refit_reuses_the_compiled_step(setup, count_compiles):
+    """A second round from the first round's result (DAgger) hits the compilation cache, although the
+    first round's input held a weakly typed observation covariance and its output does not."""
+    l96, obs, data, _, _, base = setup
+    G = EnsembleStencilAnalysis(obs, D, base=base, radius=2, width=8, features=2, scale=4.0, obs_scale=4.0,
+                                key=jax.random.PRNGKey(9))
+    kw = dict(n_members=N, unroll=2, unroll_discard=0, n_steps=4, batch_size=2, learning_rate=1e-3, progress=False)
+    fit1 = fit_ensemble_analysis(G, l96, data, key=jax.random.PRNGKey(1), **kw)
+    assert count_compiles(lambda: fit_ensemble_analysis(fit1.analysis, l96, data, key=jax.random.PRNGKey(2),
+                                                        **kw)) == 0

@@ -282,3 +282,14 @@ def test_misspecified_forward_model_claims(lin):
     fw, an, _ = minimize_cycle_error(one_fit.forward, one_fit.analysis, A, Q, H, R, n_steps=2000)
     direct = float(linear_cycle_error(A, Q, H, R, fw.W, fw.b, an).analysis_mse) / floor
     assert one > 2.0 and fa > one and un < 1.25 and direct < 1.01
+
+
+def test_a_repeated_fit_reuses_the_compiled_step(lin, count_compiles):
+    """fit_joint's steps are one module-level jitted program per setting: another seed of the same
+    setting compiles nothing, another setting compiles anew, and the numbers are those of a fresh process
+    (the cache does not change them: same key, same history)."""
+    kw = dict(weights={"forecast": 1, "analysis": 1, "backward_alignment": 1}, n_steps=20)
+    first = _fit(lin, key=1, **kw)
+    assert count_compiles(lambda: _fit(lin, key=2, **kw)) == 0
+    assert count_compiles(lambda: _fit(lin, key=2, weights={"forecast": 1, "analysis": 1}, n_steps=20)) > 0
+    np.testing.assert_array_equal(_fit(lin, key=1, **kw).history["total"], first.history["total"])
