@@ -18,6 +18,7 @@ Every operator is an unbatched equinox Module ``T(u_f (d,), y (m,)) -> (d,)``.
 """
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple, Sequence
 
 import equinox as eqx
@@ -157,18 +158,30 @@ def minimize_cycle_error(forward, analysis: "LinearAnalysis", A, Q, H, R, *, n_s
     start = linear_cycle_error(A, Q, H, R, forward.W, forward.b, analysis)
     if not bool(jnp.isfinite(start.analysis_mse)):
         raise ValueError(f"the start is not a stable cycle (spectral radius {float(start.spectral_radius):.3g})")
-    opt = optax.adam(learning_rate)
-    objective = lambda pair: linear_cycle_error(A, Q, H, R, pair[0].W, pair[0].b, pair[1]).analysis_mse  # noqa: E731
+    A, Q, H, R = (jnp.asarray(a) for a in (A, Q, H, R))
+    pair, history = _cycle_error_steps((forward, analysis), A, Q, H, R, _adam(float(learning_rate)), int(n_steps))
+    return pair[0], pair[1], history
+
+
+@functools.lru_cache(maxsize=32)
+def _adam(learning_rate: float):
+    # one optimiser object per rate, so that _cycle_error_steps compiles once per setting
+    return optax.adam(learning_rate)
+
+
+@eqx.filter_jit
+def _cycle_error_steps(pair, A, Q, H, R, opt, n_steps):
+    # n_steps Adam steps on the exact stationary analysis error (static: the optimiser and n_steps)
+    objective = lambda p: linear_cycle_error(A, Q, H, R, p[0].W, p[0].b, p[1]).analysis_mse  # noqa: E731
 
     def step(carry, _):
-        pair, state = carry
-        value, grad = jax.value_and_grad(objective)(pair)
-        updates, state = opt.update(grad, state, pair)
-        return (optax.apply_updates(pair, updates), state), value
+        p, state = carry
+        value, grad = jax.value_and_grad(objective)(p)
+        updates, state = opt.update(grad, state, p)
+        return (optax.apply_updates(p, updates), state), value
 
-    pair = (forward, analysis)
-    (pair, _), history = jax.jit(lambda p: jax.lax.scan(step, (p, opt.init(p)), None, length=n_steps))(pair)
-    return pair[0], pair[1], history
+    (pair, _), history = jax.lax.scan(step, (pair, opt.init(pair)), None, length=n_steps)
+    return pair, history
 
 
 def fit_linear_analysis(forecasts, observations, targets, *, ridge: float = 0.0, H=None) -> LinearAnalysis:
