@@ -68,7 +68,8 @@ def chunk_size(n_steps: int, chunk: int) -> int:
 
 
 def strong_types(tree):
-    """``tree`` with every weakly typed array (e.g. ``1.0 * jnp.eye(m)``) made strongly typed, its
+    """``tree`` with every weakly typed array (one built from a Python scalar, e.g. ``jax.lax.full(shape, 1.0)`` or
+    the ``R_full`` of a :class:`~assimilax.observations.LinearObservation`) made strongly typed, its
     dtype unchanged. A jitted step's outputs are strongly typed, so a model refitted from a previous
     fit's result (a DAgger round) only matches the first fit's compiled signature if the first fit
     saw strong types too."""
